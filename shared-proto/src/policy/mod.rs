@@ -1,0 +1,1 @@
+//! Policy language (placeholder until the helper lands it).
