@@ -5,14 +5,20 @@
 //! - [`signing`]: what each signature covers, and Ed25519 sign/verify.
 //! - [`msp`]: identities: X.509 certificates with Ed25519 keys, org CAs, roles, verification.
 //! - [`policy`]: the policy language (`AND('Org1.peer', OutOf(2, ...))`, `MAJORITY Admins`).
-//! - [`channel`]: a channel's configuration, decoded and checked once, with its MSPs and policies.
+//! - [`channel`]: a channel's configuration, decoded and checked once, with MSPs and policies.
 //! - [`material`]: generation of every node's keys, certificates, configs and genesis blocks.
+//! - [`node_config`]: the orderer and peer config files (TOML + environment overrides).
 //!
 //! Promises: every rule here is defined once and used by both sides; every decoder returns a
 //! typed error on any byte string and never panics.
 
+pub mod channel;
+pub mod hash;
+pub mod material;
 pub mod msp;
+pub mod node_config;
 pub mod policy;
+pub mod signing;
 
 /// Generated protobuf types and gRPC services, one module per proto package.
 #[allow(missing_debug_implementations, clippy::all)]
