@@ -6,13 +6,17 @@
 //! - [`msp`]: identities: X.509 certificates with Ed25519 keys, org CAs, roles, verification.
 //! - [`policy`]: the policy language (`AND('Org1.peer', OutOf(2, ...))`, `MAJORITY Admins`).
 //! - [`channel`]: a channel's configuration, decoded and checked once, with MSPs and policies.
+//! - [`envelope`]: creating and verifying signed envelopes (payload, headers, tx id, creator).
+//! - [`block`]: assembling, signing and verifying blocks (hash chain, orderer signatures).
 //! - [`material`]: generation of every node's keys, certificates, configs and genesis blocks.
 //! - [`node_config`]: the orderer and peer config files (TOML + environment overrides).
 //!
 //! Promises: every rule here is defined once and used by both sides; every decoder returns a
 //! typed error on any byte string and never panics.
 
+pub mod block;
 pub mod channel;
+pub mod envelope;
 pub mod hash;
 pub mod material;
 pub mod msp;

@@ -1,0 +1,163 @@
+//! Block store (orderer flow: ... -> state machine -> [block_store] -> deliver).
+//!
+//! Blocks of one channel in fjall, keyed by big-endian number, plus a tx-id index (tx id ->
+//! block number) so Broadcast can answer `ALREADY_EXISTS` for a tx that is already ordered.
+//! Blocks cut by the state machine are staged into the state machine's own write batch, so a
+//! block, its index entries and the state that produced it land atomically. After a snapshot
+//! install the store can have a gap (blocks pulled by catch-up fill it): `height` is the
+//! contiguous prefix, and only that prefix is served.
+
+use std::sync::Arc;
+
+use fjall::Database;
+use fjall::Keyspace;
+use fjall::KeyspaceCreateOptions;
+use prost::Message as _;
+use shared_proto::pb::common::Block;
+use shared_proto::pb::common::Envelope;
+use shared_proto::pb::common::Payload;
+use tokio::sync::watch;
+
+/// A storage failure; the node stops when it sees one on the write path.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockStoreError {
+    #[error("block storage: {0}")]
+    Storage(#[from] fjall::Error),
+    #[error("stored block {number} is corrupt: {reason}")]
+    Corrupt { number: u64, reason: String },
+}
+
+/// A channel's blocks. Cheap to clone.
+#[derive(Clone)]
+pub struct BlockStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    blocks: Keyspace,
+    txids: Keyspace,
+    height: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for BlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockStore")
+            .field("height", &self.height())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockStore {
+    pub fn open(db: &Database, channel_id: &str) -> Result<Self, BlockStoreError> {
+        let blocks = db.keyspace(
+            &format!("blocks.{channel_id}"),
+            KeyspaceCreateOptions::default,
+        )?;
+        let txids = db.keyspace(
+            &format!("txids.{channel_id}"),
+            KeyspaceCreateOptions::default,
+        )?;
+        let store = BlockStore {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                blocks,
+                txids,
+                height: watch::Sender::new(0),
+            }),
+        };
+        store.advance()?;
+        Ok(store)
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// Number of blocks held without a gap: blocks `0..height` can be read.
+    pub fn height(&self) -> u64 {
+        *self.inner.height.borrow()
+    }
+
+    /// Follows `height`.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.height.subscribe()
+    }
+
+    /// The encoded block `number`, if stored.
+    pub fn get_encoded(&self, number: u64) -> Result<Option<Vec<u8>>, BlockStoreError> {
+        Ok(self
+            .inner
+            .blocks
+            .get(number.to_be_bytes())?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn get(&self, number: u64) -> Result<Option<Block>, BlockStoreError> {
+        match self.get_encoded(number)? {
+            None => Ok(None),
+            Some(bytes) => {
+                Block::decode(bytes.as_slice())
+                    .map(Some)
+                    .map_err(|e| BlockStoreError::Corrupt {
+                        number,
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Whether a tx with this id is in a stored block.
+    pub fn contains_tx(&self, tx_id: &str) -> Result<bool, BlockStoreError> {
+        Ok(self.inner.txids.contains_key(tx_id.as_bytes())?)
+    }
+
+    /// Adds `block` (and its tx ids) to `batch`; call [`BlockStore::advance`] after commit.
+    pub fn stage(&self, batch: &mut fjall::OwnedWriteBatch, number: u64, block: &Block) {
+        batch.insert(
+            &self.inner.blocks,
+            number.to_be_bytes(),
+            block.encode_to_vec(),
+        );
+        let data = block
+            .data
+            .as_ref()
+            .map(|d| d.data.as_slice())
+            .unwrap_or_default();
+        for env in data {
+            if let Some(tx_id) = tx_id_of(env) {
+                batch.insert(&self.inner.txids, tx_id.into_bytes(), number.to_be_bytes());
+            }
+        }
+    }
+
+    /// Stores one block on its own (catch-up, genesis).
+    pub fn put(&self, number: u64, block: &Block) -> Result<(), BlockStoreError> {
+        let mut batch = self.inner.db.batch();
+        self.stage(&mut batch, number, block);
+        batch.commit()?;
+        self.advance()
+    }
+
+    /// Recomputes the contiguous height after blocks were committed.
+    pub fn advance(&self) -> Result<(), BlockStoreError> {
+        let mut h = self.height();
+        while self.inner.blocks.contains_key(h.to_be_bytes())? {
+            h += 1;
+        }
+        self.inner.height.send_if_modified(|cur| {
+            let changed = *cur != h;
+            *cur = h;
+            changed
+        });
+        Ok(())
+    }
+}
+
+/// The tx id in an encoded envelope's channel header, if it decodes and has one.
+pub fn tx_id_of(envelope: &[u8]) -> Option<String> {
+    let env = Envelope::decode(envelope).ok()?;
+    let payload = Payload::decode(env.payload.as_slice()).ok()?;
+    let tx_id = payload.header?.channel_header?.tx_id;
+    (!tx_id.is_empty()).then_some(tx_id)
+}

@@ -1,0 +1,233 @@
+//! The Raft log on fjall: one keyspace of entries (key = big-endian index) and one of metadata
+//! (vote, committed, last purged) per channel.
+//!
+//! Promises: `append` reports an entry durable (`log_io_completed`) only after fdatasync of the
+//! journal; a vote is fsynced before `save_vote` returns; `last_purged` is written before the
+//! entries below it are removed, so the log never has a hole.
+
+use std::fmt::Debug;
+use std::ops::Bound;
+use std::ops::RangeBounds;
+
+use fjall::Database;
+use fjall::Keyspace;
+use fjall::KeyspaceCreateOptions;
+use fjall::PersistMode;
+use openraft::storage::LogFlushed;
+use openraft::storage::RaftLogStorage;
+use openraft::LogState;
+use openraft::OptionalSend;
+use openraft::RaftLogReader;
+use openraft::StorageError;
+use openraft::StorageIOError;
+use openraft::Vote;
+
+use super::decode;
+use super::encode;
+use super::Entry;
+use super::LogId;
+use super::NodeId;
+use super::TypeConfig;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// A channel's Raft log. Cheap to clone (handles to the same keyspaces).
+#[derive(Clone)]
+pub struct LogStore {
+    db: Database,
+    log: Keyspace,
+    meta: Keyspace,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&e).into()
+}
+
+impl LogStore {
+    pub fn open(db: &Database, channel_id: &str) -> std::result::Result<Self, fjall::Error> {
+        Ok(LogStore {
+            db: db.clone(),
+            log: db.keyspace(
+                &format!("rlog.{channel_id}"),
+                KeyspaceCreateOptions::default,
+            )?,
+            meta: db.keyspace(
+                &format!("rmeta.{channel_id}"),
+                KeyspaceCreateOptions::default,
+            )?,
+        })
+    }
+
+    fn get_meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.meta.get(key).map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => decode(&v).map(Some).map_err(read_err),
+        }
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>> {
+        self.get_meta(LAST_PURGED)
+    }
+
+    /// Removes the keys of `range` in one batch.
+    fn remove_range(&self, start: u64, end_inclusive: Option<u64>) -> Result<()> {
+        let mut batch = self.db.batch();
+        let iter = match end_inclusive {
+            Some(end) => self.log.range(start.to_be_bytes()..=end.to_be_bytes()),
+            None => self.log.range(start.to_be_bytes()..),
+        };
+        for kv in iter {
+            let key = kv.key().map_err(write_err)?;
+            batch.remove(&self.log, key);
+        }
+        batch.commit().map_err(write_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let iter = match range.end_bound() {
+            Bound::Included(e) => self.log.range(start.to_be_bytes()..=e.to_be_bytes()),
+            Bound::Excluded(e) => self.log.range(start.to_be_bytes()..e.to_be_bytes()),
+            Bound::Unbounded => self.log.range(start.to_be_bytes()..),
+        };
+        let mut entries = Vec::new();
+        for kv in iter {
+            let value = kv.value().map_err(read_err)?;
+            entries.push(decode(&value).map_err(read_err)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
+        let last_purged_log_id = self.last_purged()?;
+        let last_log_id = match self.log.last_key_value() {
+            Some(kv) => {
+                let value = kv.value().map_err(read_err)?;
+                let entry: Entry = decode(&value).map_err(read_err)?;
+                Some(entry.log_id)
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
+        let value = encode(vote).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
+        let this = self.clone();
+        blocking(move || {
+            this.meta.insert(VOTE, value)?;
+            this.db.persist(PersistMode::SyncAll)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
+        self.get_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<()> {
+        let value = encode(&committed).map_err(write_err)?;
+        // Not fsynced: losing it only means re-learning the commit index from the leader.
+        self.meta.insert(COMMITTED, value).map_err(write_err)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>> {
+        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = self.db.batch();
+        for entry in entries {
+            let value = encode(&entry).map_err(write_err)?;
+            batch.insert(&self.log, entry.log_id.index.to_be_bytes(), value);
+        }
+        let db = self.db.clone();
+        let result = blocking(move || {
+            batch.commit()?;
+            db.persist(PersistMode::SyncData)
+        })
+        .await;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(msg)));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<()> {
+        self.remove_range(log_id.index, None)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<()> {
+        // Start after the previous purge: scanning from 0 would walk every old tombstone.
+        let start = self.last_purged()?.map_or(0, |p| p.index.saturating_add(1));
+        let value = encode(&log_id).map_err(write_err)?;
+        self.meta.insert(LAST_PURGED, value).map_err(write_err)?;
+        self.remove_range(start, Some(log_id.index))
+    }
+}
+
+/// Runs blocking fjall I/O off the async runtime.
+async fn blocking<F>(f: F) -> std::result::Result<(), BlockingError>
+where
+    F: FnOnce() -> std::result::Result<(), fjall::Error> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(BlockingError::Fjall),
+        Err(join) => Err(BlockingError::Join(join.to_string())),
+    }
+}
+
+/// A blocking storage task failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockingError {
+    #[error(transparent)]
+    Fjall(fjall::Error),
+    #[error("storage task panicked or was cancelled: {0}")]
+    Join(String),
+}

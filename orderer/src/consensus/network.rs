@@ -1,0 +1,197 @@
+//! Raft transport: openraft RPCs over the tonic `Cluster` service with mutual TLS.
+//!
+//! One lazily connected channel per peer address, shared by every Raft group (channel) and
+//! every replication stream. Transport failures map to `Unreachable` (openraft backs off);
+//! a remote Raft error comes back as `RemoteError`. Every call carries openraft's deadline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use openraft::error::InstallSnapshotError;
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::error::RaftError;
+use openraft::error::RemoteError;
+use openraft::error::Unreachable;
+use openraft::network::RPCOption;
+use openraft::network::RaftNetwork;
+use openraft::network::RaftNetworkFactory;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::InstallSnapshotRequest;
+use openraft::raft::InstallSnapshotResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use openraft::BasicNode;
+use shared_proto::pb::orderer::cluster_client::ClusterClient;
+use shared_proto::pb::orderer::raft_request::Kind;
+use shared_proto::pb::orderer::RaftRequest;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+use super::decode;
+use super::encode;
+use super::NodeId;
+use super::TypeConfig;
+use crate::tls::host_of;
+use crate::tls::TlsMaterial;
+
+/// Largest Raft message accepted or sent (a full entry batch plus headroom).
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Connections to the other orderers' cluster listeners, shared across channels.
+#[derive(Debug, Clone)]
+pub struct ClusterClients {
+    tls: Arc<TlsMaterial>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+/// The address could not be turned into an endpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("bad cluster address {addr}: {reason}")]
+pub struct AddressError {
+    pub addr: String,
+    pub reason: String,
+}
+
+impl ClusterClients {
+    pub fn new(tls: Arc<TlsMaterial>) -> Self {
+        ClusterClients {
+            tls,
+            channels: Arc::default(),
+        }
+    }
+
+    /// A client for the orderer at `addr` (host:port); connects on first use.
+    pub fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, AddressError> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match map.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let bad = |reason: String| AddressError {
+                    addr: addr.to_owned(),
+                    reason,
+                };
+                let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+                    .map_err(|e| bad(e.to_string()))?
+                    .tls_config(self.tls.client(host_of(addr)))
+                    .map_err(|e| bad(e.to_string()))?
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+                    .keep_alive_while_idle(true)
+                    .connect_timeout(std::time::Duration::from_secs(2));
+                let c = endpoint.connect_lazy();
+                map.insert(addr.to_owned(), c.clone());
+                c
+            }
+        };
+        Ok(ClusterClient::new(channel)
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX))
+    }
+}
+
+/// openraft's network factory for one channel's Raft group.
+#[derive(Debug, Clone)]
+pub struct Network {
+    channel_id: String,
+    clients: ClusterClients,
+}
+
+impl Network {
+    pub fn new(channel_id: &str, clients: ClusterClients) -> Self {
+        Network {
+            channel_id: channel_id.to_owned(),
+            clients,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        Connection {
+            channel_id: self.channel_id.clone(),
+            target,
+            client: self.clients.client(&node.addr).map_err(Arc::new),
+        }
+    }
+}
+
+/// RPCs to one peer for one channel.
+#[derive(Debug)]
+pub struct Connection {
+    channel_id: String,
+    target: NodeId,
+    client: Result<ClusterClient<Channel>, Arc<AddressError>>,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: Kind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: serde::Serialize,
+        Resp: for<'de> serde::Deserialize<'de>,
+        E: std::error::Error + for<'de> serde::Deserialize<'de>,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e.as_ref()))),
+        };
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftRequest {
+            channel_id: self.channel_id.clone(),
+            kind: kind as i32,
+            payload,
+        });
+        request.set_timeout(option.hard_ttl());
+        let response = match client.raft(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                })
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            decode(&response.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        self.call(Kind::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.call(Kind::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        self.call(Kind::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,189 @@
+//! Deliver (orderer flow: broadcast -> consensus -> state machine -> block_store -> [deliver]).
+//!
+//! Each request is a signed envelope carrying a `SeekInfo`; the signer must satisfy the
+//! channel's Readers policy. Blocks stream through one bounded buffer per subscriber, so a slow
+//! subscriber slows only itself. After the last requested block, or on a refusal, a final
+//! status message is sent and the stream reads the next request (Fabric's behaviour).
+//!
+//! | start / stop        | meaning                                                     |
+//! |---------------------|-------------------------------------------------------------|
+//! | oldest              | block 0                                                     |
+//! | newest              | the last block at the time of the request                   |
+//! | specified(n)        | block n                                                     |
+//! | follow (stop only)  | never stop: keep streaming new blocks                       |
+//!
+//! BLOCK_UNTIL_READY waits for blocks not yet cut; FAIL_IF_NOT_READY answers NOT_FOUND when it
+//! reaches a block that does not exist yet.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use futures::StreamExt as _;
+use prost::Message as _;
+use shared_proto::channel::READERS;
+use shared_proto::envelope::verify_envelope;
+use shared_proto::envelope::Refusal;
+use shared_proto::pb::common::Block;
+use shared_proto::pb::common::Envelope;
+use shared_proto::pb::common::HeaderType;
+use shared_proto::pb::common::Status;
+use shared_proto::pb::orderer::deliver_response::Type;
+use shared_proto::pb::orderer::seek_info::SeekBehavior;
+use shared_proto::pb::orderer::seek_position;
+use shared_proto::pb::orderer::DeliverResponse;
+use shared_proto::pb::orderer::SeekInfo;
+use shared_proto::pb::orderer::SeekPosition;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::channels::ChannelRuntime;
+use crate::channels::Registry;
+
+/// Blocks buffered per subscriber.
+pub const SUBSCRIBER_BUFFER: usize = 16;
+
+pub type DeliverStream = Pin<Box<dyn Stream<Item = Result<DeliverResponse, tonic::Status>> + Send>>;
+
+/// Serves one Deliver stream.
+pub fn serve_stream(
+    registry: Arc<Registry>,
+    mut requests: tonic::Streaming<Envelope>,
+) -> DeliverStream {
+    let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            let envelope = tokio::select! {
+                next = requests.next() => match next {
+                    Some(Ok(e)) => e,
+                    Some(Err(status)) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                    None => return,
+                },
+                () = tx.closed() => return,
+            };
+            let status = match serve_request(&registry, &envelope, &tx).await {
+                Ok(status) => status,
+                Err(Gone) => return,
+            };
+            if tx.send(Ok(status_response(status))).await.is_err() {
+                return;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// The subscriber went away.
+struct Gone;
+
+fn status_response(status: Status) -> DeliverResponse {
+    DeliverResponse {
+        r#type: Some(Type::Status(status as i32)),
+    }
+}
+
+type Tx = mpsc::Sender<Result<DeliverResponse, tonic::Status>>;
+
+/// Serves one SeekInfo request; returns the final status to send.
+async fn serve_request(registry: &Registry, envelope: &Envelope, tx: &Tx) -> Result<Status, Gone> {
+    let channel_id = match peek_channel(envelope) {
+        Some(id) => id,
+        None => return Ok(Status::BadRequest),
+    };
+    let Some(channel) = registry.get(&channel_id) else {
+        return Ok(Status::NotFound);
+    };
+    let verified = match verify_envelope(&channel.config, envelope, registry.now_unix()) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(error = %e, "deliver request refused");
+            return Ok(match e.refusal() {
+                Refusal::InvalidArgument => Status::BadRequest,
+                Refusal::NotFound => Status::NotFound,
+                Refusal::PermissionDenied => Status::Forbidden,
+            });
+        }
+    };
+    if verified.header_type != HeaderType::DeliverSeekInfo {
+        return Ok(Status::BadRequest);
+    }
+    if !matches!(
+        channel.config.evaluate(READERS, &[verified.signer()]),
+        Ok(true)
+    ) {
+        return Ok(Status::Forbidden);
+    }
+    let Ok(seek) = SeekInfo::decode(verified.data.as_slice()) else {
+        return Ok(Status::BadRequest);
+    };
+    stream_blocks(channel, &seek, tx).await
+}
+
+fn peek_channel(envelope: &Envelope) -> Option<String> {
+    let payload = shared_proto::pb::common::Payload::decode(envelope.payload.as_slice()).ok()?;
+    Some(payload.header?.channel_header?.channel_id)
+}
+
+/// A requested position resolved against the chain height at request time.
+fn resolve(pos: Option<&SeekPosition>, height: u64, is_stop: bool) -> Option<u64> {
+    let newest = height.saturating_sub(1);
+    match pos.and_then(|p| p.r#type.as_ref()) {
+        None | Some(seek_position::Type::Newest(_)) => Some(newest),
+        Some(seek_position::Type::Oldest(_)) => Some(0),
+        Some(seek_position::Type::Specified(s)) => Some(s.number),
+        Some(seek_position::Type::Follow(_)) if is_stop => Some(u64::MAX),
+        Some(seek_position::Type::Follow(_)) => None,
+    }
+}
+
+async fn stream_blocks(channel: &ChannelRuntime, seek: &SeekInfo, tx: &Tx) -> Result<Status, Gone> {
+    let mut heights = channel.store.subscribe();
+    let height = *heights.borrow_and_update();
+    let (Some(start), Some(stop)) = (
+        resolve(seek.start.as_ref(), height, false),
+        resolve(seek.stop.as_ref(), height, true),
+    ) else {
+        return Ok(Status::BadRequest);
+    };
+    if start > stop {
+        return Ok(Status::BadRequest);
+    }
+    let fail_if_not_ready = seek.behavior == SeekBehavior::FailIfNotReady as i32;
+    let mut next = start;
+    loop {
+        let available = *heights.borrow_and_update();
+        while next < available {
+            let block = match channel.store.get(next) {
+                Ok(Some(b)) => b,
+                Ok(None) | Err(_) => return Ok(Status::InternalServerError),
+            };
+            send_block(tx, block).await?;
+            if next == stop {
+                return Ok(Status::Success);
+            }
+            next += 1;
+        }
+        if fail_if_not_ready {
+            return Ok(Status::NotFound);
+        }
+        tokio::select! {
+            changed = heights.changed() => {
+                if changed.is_err() {
+                    return Ok(Status::ServiceUnavailable);
+                }
+            }
+            () = tx.closed() => return Err(Gone),
+        }
+    }
+}
+
+async fn send_block(tx: &Tx, block: Block) -> Result<(), Gone> {
+    tx.send(Ok(DeliverResponse {
+        r#type: Some(Type::Block(block)),
+    }))
+    .await
+    .map_err(|_| Gone)
+}

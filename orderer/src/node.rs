@@ -1,0 +1,393 @@
+//! Wiring: builds every channel's pipeline, starts the client, cluster and ops listeners, and
+//! shuts them down in order (servers stop accepting, Raft stops, storage is fsynced).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjall::Database;
+use fjall::PersistMode;
+use openraft::BasicNode;
+use openraft::SnapshotPolicy;
+use prost::Message as _;
+use shared_proto::block;
+use shared_proto::msp::SigningIdentity;
+use shared_proto::node_config::OrdererConfig;
+use shared_proto::pb::common::Block;
+use shared_proto::pb::orderer::admin_server::AdminServer;
+use shared_proto::pb::orderer::atomic_broadcast_server::AtomicBroadcastServer;
+use shared_proto::pb::orderer::cluster_server::ClusterServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::block_store::BlockStore;
+use crate::catchup;
+use crate::channels::system_clock;
+use crate::channels::ChannelRuntime;
+use crate::channels::Registry;
+use crate::consensus::log_store::LogStore;
+use crate::consensus::network::ClusterClients;
+use crate::consensus::network::Network;
+use crate::consensus::network::RAFT_MESSAGE_BYTES_MAX;
+use crate::consensus::proposer;
+use crate::consensus::proposer::Proposer;
+use crate::consensus::state_machine::StateMachine;
+use crate::consensus::Raft;
+use crate::cutter::BatchLimits;
+use crate::metrics::Metrics;
+use crate::ops;
+use crate::services::AdminService;
+use crate::services::AtomicBroadcastService;
+use crate::services::ClusterService;
+use crate::tls::TlsMaterial;
+
+/// Entries per AppendEntries: an entry holds at most `BATCH_BYTES_MAX`, so this bounds one
+/// Raft message below [`RAFT_MESSAGE_BYTES_MAX`].
+const APPEND_ENTRIES_MAX: u64 = 12;
+
+/// Why the node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {field} = {addr}: {source} (is the port taken?)")]
+    Bind {
+        field: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("identity: {0}")]
+    Identity(#[from] shared_proto::msp::MspError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("storage at {path}: {reason}")]
+    Storage { path: String, reason: String },
+    #[error("genesis block {path}: {reason}")]
+    Genesis { path: String, reason: String },
+    #[error("node {node_id} is not a consenter of channel {channel}")]
+    NotConsenter { channel: String, node_id: u64 },
+    #[error("raft for channel {channel}: {reason}")]
+    Raft { channel: String, reason: String },
+    #[error("server: {0}")]
+    Serve(String),
+}
+
+/// The node's three listeners, bound before start (tests bind port 0 and read the ports).
+#[derive(Debug)]
+pub struct Listeners {
+    pub client: TcpListener,
+    pub cluster: TcpListener,
+    pub ops: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &OrdererConfig) -> Result<Self, NodeError> {
+        async fn one(field: &'static str, addr: &str) -> Result<TcpListener, NodeError> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    field,
+                    addr: addr.to_owned(),
+                    source,
+                })
+        }
+        Ok(Listeners {
+            client: one("listen_address", &config.listen_address).await?,
+            cluster: one("cluster_listen_address", &config.cluster_listen_address).await?,
+            ops: one("ops_listen_address", &config.ops_listen_address).await?,
+        })
+    }
+}
+
+/// A running orderer.
+pub struct Node {
+    pub registry: Arc<Registry>,
+    pub client_addr: SocketAddr,
+    pub cluster_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    db: Database,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<Result<(), NodeError>>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.registry.node_id)
+            .field("client_addr", &self.client_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage_err(path: &std::path::Path) -> impl Fn(String) -> NodeError + '_ {
+    move |reason| NodeError::Storage {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+impl Node {
+    /// Opens storage, starts every channel's Raft group and the servers.
+    pub async fn start(config: &OrdererConfig, listeners: Listeners) -> Result<Self, NodeError> {
+        // Only ring is compiled in; installing it explicitly avoids rustls' ambiguity check.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let identity = Arc::new(SigningIdentity::from_pem_files(
+            &config.msp_id,
+            &config.identity.cert,
+            &config.identity.key,
+        )?);
+        let tls = Arc::new(TlsMaterial::load(&config.tls)?);
+        let err = storage_err(&config.data_dir);
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| err(e.to_string()))?;
+        let db = Database::builder(config.data_dir.join("ledger"))
+            .open()
+            .map_err(|e| err(e.to_string()))?;
+        let clients = ClusterClients::new(tls.clone());
+        let metrics = Arc::new(Metrics::default());
+        let mut channels = BTreeMap::new();
+        let mut background = Vec::new();
+        for bootstrap in &config.channels {
+            let runtime = start_channel(
+                config,
+                &db,
+                &bootstrap.genesis_block,
+                identity.clone(),
+                &clients,
+            )
+            .await?;
+            let timeout = Duration::from_millis(runtime.config.batch_timeout_ms());
+            background.push(tokio::spawn(proposer::batch_timer(
+                runtime.raft.clone(),
+                config.node_id,
+                runtime.status.clone(),
+                timeout,
+            )));
+            channels.insert(runtime.id.clone(), Arc::new(runtime));
+        }
+        let registry = Arc::new(Registry {
+            node_id: config.node_id,
+            channels,
+            metrics,
+            clock: system_clock,
+        });
+        for channel in registry.channels.values() {
+            background.push(tokio::spawn(catchup::run(
+                registry.clone(),
+                channel.clone(),
+                identity.clone(),
+                tls.clone(),
+            )));
+        }
+        let addr = |l: &TcpListener| l.local_addr().map_err(|e| NodeError::Serve(e.to_string()));
+        let (client_addr, cluster_addr, ops_addr) = (
+            addr(&listeners.client)?,
+            addr(&listeners.cluster)?,
+            addr(&listeners.ops)?,
+        );
+        let (stop, _) = watch::channel(false);
+        let servers = spawn_servers(&registry, &tls, listeners, &stop)?;
+        tracing::info!(node_id = config.node_id, %client_addr, %cluster_addr, %ops_addr, "orderer started");
+        Ok(Node {
+            registry,
+            client_addr,
+            cluster_addr,
+            ops_addr,
+            db,
+            stop,
+            servers,
+            background,
+        })
+    }
+
+    /// Graceful stop: servers drain, Raft stops (membership unchanged), storage is fsynced.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "server task failed"),
+            }
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        for channel in self.registry.channels.values() {
+            if let Err(e) = channel.raft.shutdown().await {
+                tracing::warn!(channel = %channel.id, error = %e, "raft shutdown");
+            }
+        }
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| NodeError::Storage {
+                path: "ledger".into(),
+                reason: e.to_string(),
+            })?;
+        tracing::info!("orderer stopped");
+        Ok(())
+    }
+}
+
+fn read_genesis(path: &std::path::Path) -> Result<Block, NodeError> {
+    let genesis_err = |reason: String| NodeError::Genesis {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| genesis_err(e.to_string()))?;
+    Block::decode(bytes.as_slice()).map_err(|e| genesis_err(e.to_string()))
+}
+
+async fn start_channel(
+    config: &OrdererConfig,
+    db: &Database,
+    genesis_path: &std::path::Path,
+    identity: Arc<SigningIdentity>,
+    clients: &ClusterClients,
+) -> Result<ChannelRuntime, NodeError> {
+    let genesis = read_genesis(genesis_path)?;
+    let (channel, _) = block::verify_genesis(&genesis).map_err(|e| NodeError::Genesis {
+        path: genesis_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let id = channel.id().to_owned();
+    let members: BTreeMap<u64, BasicNode> = channel
+        .consenters()
+        .iter()
+        .map(|c| (c.id, BasicNode::new(format!("{}:{}", c.host, c.port))))
+        .collect();
+    if !members.contains_key(&config.node_id) {
+        return Err(NodeError::NotConsenter {
+            channel: id,
+            node_id: config.node_id,
+        });
+    }
+    let raft_err = |reason: String| NodeError::Raft {
+        channel: id.clone(),
+        reason,
+    };
+    let storage = |e: String| NodeError::Storage {
+        path: config.data_dir.display().to_string(),
+        reason: e,
+    };
+    let limits = BatchLimits::from_config(&channel.batch_size());
+    let store = BlockStore::open(db, &id).map_err(|e| storage(e.to_string()))?;
+    let sm = StateMachine::open(store.clone(), &id, &genesis, identity, limits)
+        .map_err(|e| storage(e.to_string()))?;
+    let status = sm.subscribe();
+    let log = LogStore::open(db, &id).map_err(|e| storage(e.to_string()))?;
+    let r = &config.raft;
+    let raft_config = openraft::Config {
+        cluster_name: id.clone(),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_interval_entries),
+        max_in_snapshot_log_to_keep: r.entries_kept_after_snapshot,
+        max_payload_entries: APPEND_ENTRIES_MAX,
+        install_snapshot_timeout: 2000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| raft_err(e.to_string()))?;
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        Network::new(&id, clients.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| raft_err(e.to_string()))?;
+    if !raft
+        .is_initialized()
+        .await
+        .map_err(|e| raft_err(e.to_string()))?
+    {
+        // Every consenter initialises with the same membership from the genesis block; openraft
+        // accepts the identical initial membership on every node.
+        if let Err(e) = raft.initialize(members).await {
+            tracing::debug!(channel = %id, error = %e, "initialize");
+        }
+    }
+    let proposer = Proposer::spawn(id.clone(), raft.clone(), clients.clone());
+    Ok(ChannelRuntime {
+        id,
+        config: Arc::new(channel),
+        raft,
+        store,
+        proposer,
+        status,
+        limits,
+    })
+}
+
+fn spawn_servers(
+    registry: &Arc<Registry>,
+    tls: &TlsMaterial,
+    listeners: Listeners,
+    stop: &watch::Sender<bool>,
+) -> Result<Vec<JoinHandle<Result<(), NodeError>>>, NodeError> {
+    let signal = |stop: &watch::Sender<bool>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let serve_err = |e: tonic::transport::Error| NodeError::Serve(e.to_string());
+    let message_max = registry
+        .channels
+        .values()
+        .map(|c| c.limits.bytes_absolute_max as usize + 64 * 1024)
+        .max()
+        .unwrap_or(4 * 1024 * 1024);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    drop(health_reporter);
+    let broadcast = AtomicBroadcastServer::new(AtomicBroadcastService {
+        registry: registry.clone(),
+    })
+    .max_decoding_message_size(message_max)
+    .max_encoding_message_size(catchup::BLOCK_BYTES_MAX);
+    let client = Server::builder()
+        .tls_config(tls.server(false))
+        .map_err(serve_err)?
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(broadcast)
+        .add_service(AdminServer::new(AdminService {
+            registry: registry.clone(),
+        }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.client), signal(stop));
+    let cluster = Server::builder()
+        .tls_config(tls.server(true))
+        .map_err(serve_err)?
+        .tcp_nodelay(true)
+        .add_service(
+            ClusterServer::new(ClusterService {
+                registry: registry.clone(),
+            })
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.cluster), signal(stop));
+    let ops = ops::serve(listeners.ops, registry.clone(), signal(stop));
+    Ok(vec![
+        tokio::spawn(async move { client.await.map_err(serve_err) }),
+        tokio::spawn(async move { cluster.await.map_err(serve_err) }),
+        tokio::spawn(async move { ops.await.map_err(|e| NodeError::Serve(e.to_string())) }),
+    ])
+}
+
+/// Runs a node until `shutdown` completes, then stops it gracefully.
+pub async fn run(
+    config: OrdererConfig,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let node = Node::start(&config, listeners).await?;
+    shutdown.await;
+    node.shutdown().await
+}

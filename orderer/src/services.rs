@@ -1,0 +1,221 @@
+//! gRPC services: client-facing `AtomicBroadcast` and `Admin`, orderer-to-orderer `Cluster`.
+//! Handlers only translate; the work happens in broadcast, deliver and consensus.
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use shared_proto::pb::common::Envelope;
+use shared_proto::pb::orderer::admin_server::Admin;
+use shared_proto::pb::orderer::atomic_broadcast_server::AtomicBroadcast;
+use shared_proto::pb::orderer::cluster_server::Cluster;
+use shared_proto::pb::orderer::raft_request::Kind;
+use shared_proto::pb::orderer::BroadcastResponse;
+use shared_proto::pb::orderer::ClusterStatusRequest;
+use shared_proto::pb::orderer::ClusterStatusResponse;
+use shared_proto::pb::orderer::ConsenterChange;
+use shared_proto::pb::orderer::ForwardRequest;
+use shared_proto::pb::orderer::ForwardResponse;
+use shared_proto::pb::orderer::RaftRequest;
+use shared_proto::pb::orderer::RaftResponse;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+
+use crate::broadcast;
+use crate::channels::ChannelRuntime;
+use crate::channels::Registry;
+use crate::consensus::decode;
+use crate::consensus::encode;
+use crate::deliver;
+
+/// Broadcast, Submit and Deliver.
+#[derive(Debug, Clone)]
+pub struct AtomicBroadcastService {
+    pub registry: Arc<Registry>,
+}
+
+#[tonic::async_trait]
+impl AtomicBroadcast for AtomicBroadcastService {
+    type BroadcastStream = broadcast::BroadcastStream;
+
+    async fn broadcast(
+        &self,
+        request: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Self::BroadcastStream>, Status> {
+        Ok(Response::new(broadcast::serve_stream(
+            self.registry.clone(),
+            request.into_inner(),
+        )))
+    }
+
+    type DeliverStream = deliver::DeliverStream;
+
+    async fn deliver(
+        &self,
+        request: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Self::DeliverStream>, Status> {
+        Ok(Response::new(deliver::serve_stream(
+            self.registry.clone(),
+            request.into_inner(),
+        )))
+    }
+
+    async fn submit(
+        &self,
+        request: Request<Envelope>,
+    ) -> Result<Response<BroadcastResponse>, Status> {
+        let result = broadcast::order(&self.registry, request.into_inner(), true).await;
+        match result {
+            Ok(tx_id) => Ok(Response::new(broadcast::response(
+                &self.registry,
+                Ok(tx_id),
+            ))),
+            Err(e) => {
+                self.registry.metrics.broadcast(e.codes().1);
+                Err(e.into_status())
+            }
+        }
+    }
+}
+
+/// Raft traffic and forwarded envelopes; callers must be pinned consenters.
+#[derive(Debug, Clone)]
+pub struct ClusterService {
+    pub registry: Arc<Registry>,
+}
+
+impl ClusterService {
+    fn channel_for<T>(
+        &self,
+        request: &Request<T>,
+        channel_id: &str,
+    ) -> Result<Arc<ChannelRuntime>, Status> {
+        let channel = self.registry.get(channel_id).ok_or_else(|| {
+            Status::not_found(format!("channel {channel_id:?} is not served here"))
+        })?;
+        let pinned = request
+            .peer_certs()
+            .and_then(|certs| {
+                certs
+                    .first()
+                    .map(|c| channel.is_pinned_consenter(c.as_ref()))
+            })
+            .unwrap_or(false);
+        if !pinned {
+            return Err(Status::permission_denied(format!(
+                "caller's TLS certificate is not a pinned consenter of channel {channel_id:?}"
+            )));
+        }
+        Ok(channel.clone())
+    }
+}
+
+fn bad_payload(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("cannot decode raft message: {e}"))
+}
+
+fn encoded<T: serde::Serialize>(value: &T) -> Result<Response<RaftResponse>, Status> {
+    encode(value)
+        .map(|payload| Response::new(RaftResponse { payload }))
+        .map_err(|e| Status::internal(format!("cannot encode raft response: {e}")))
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
+        let channel = self.channel_for(&request, &request.get_ref().channel_id)?;
+        let req = request.into_inner();
+        let raft = &channel.raft;
+        match Kind::try_from(req.kind) {
+            Ok(Kind::AppendEntries) => {
+                let rpc = decode(&req.payload).map_err(bad_payload)?;
+                encoded(&raft.append_entries(rpc).await)
+            }
+            Ok(Kind::Vote) => {
+                let rpc = decode(&req.payload).map_err(bad_payload)?;
+                encoded(&raft.vote(rpc).await)
+            }
+            Ok(Kind::InstallSnapshot) => {
+                let rpc = decode(&req.payload).map_err(bad_payload)?;
+                encoded(&raft.install_snapshot(rpc).await)
+            }
+            Err(_) => Err(Status::invalid_argument(format!(
+                "unknown raft message kind {}",
+                req.kind
+            ))),
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let channel = self.channel_for(&request, &request.get_ref().channel_id)?;
+        let req = request.into_inner();
+        let registry = &self.registry;
+        let results =
+            futures::future::join_all(req.envelopes.into_iter().map(|bytes| async move {
+                let result = match Envelope::decode(bytes.as_slice()) {
+                    Ok(envelope) => broadcast::order(registry, envelope, false).await,
+                    Err(e) => Err(broadcast::BroadcastError::Envelope(
+                        shared_proto::envelope::EnvelopeError::MalformedEnvelope {
+                            reason: e.to_string(),
+                        },
+                    )),
+                };
+                broadcast::response(registry, result)
+            }))
+            .await;
+        drop(channel);
+        Ok(Response::new(ForwardResponse { results }))
+    }
+}
+
+/// Cluster status for operators. Membership changes are not offered yet.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    pub registry: Arc<Registry>,
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn cluster_status(
+        &self,
+        request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let id = request.into_inner().channel_id;
+        let channel = self
+            .registry
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("channel {id:?} is not served here")))?;
+        let metrics = channel.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        Ok(Response::new(ClusterStatusResponse {
+            channel_id: id,
+            node_id: self.registry.node_id,
+            leader_id: metrics.current_leader.unwrap_or(0),
+            height: channel.store.height(),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }))
+    }
+
+    async fn add_consenter(
+        &self,
+        _request: Request<ConsenterChange>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        Err(Status::unimplemented(
+            "membership changes are not implemented yet; the consenter set comes from the genesis block",
+        ))
+    }
+
+    async fn remove_consenter(
+        &self,
+        _request: Request<ConsenterChange>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        Err(Status::unimplemented(
+            "membership changes are not implemented yet; the consenter set comes from the genesis block",
+        ))
+    }
+}
