@@ -10,6 +10,7 @@
 // openraft's storage traits fix `StorageError` (large) as the error type.
 #![allow(clippy::result_large_err)]
 
+pub mod dedup;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
@@ -52,6 +53,8 @@ pub struct Response {
     pub blocks_cut: u32,
     /// Envelopes refused by the cutter (larger than `bytes_absolute_max`).
     pub envelopes_refused: u32,
+    /// Envelopes dropped because their tx id was accepted recently (a client's retry).
+    pub duplicates_dropped: u32,
 }
 
 /// Encodes values stored on disk or sent between orderers (postcard, versioned by prefix byte).

@@ -30,6 +30,7 @@ use shared_proto::pb::common::Block;
 use tokio::sync::watch;
 
 use super::decode;
+use super::dedup::RecentTxIds;
 use super::encode;
 use super::Entry;
 use super::LogId;
@@ -38,6 +39,7 @@ use super::Request;
 use super::Response;
 use super::StoredMembership;
 use super::TypeConfig;
+use crate::block_store::tx_id_of;
 use crate::block_store::BlockStore;
 use crate::block_store::BlockStoreError;
 use crate::cutter::BatchLimits;
@@ -58,6 +60,8 @@ pub struct SmState {
     /// Header hash of block `next_block - 1`.
     pub tip_hash: Vec<u8>,
     pub cutter: BlockCutter,
+    /// Tx ids accepted recently, to drop retried envelopes deterministically.
+    pub recent: RecentTxIds,
 }
 
 /// What other tasks (time-to-cut timer, catch-up, readiness) watch.
@@ -209,7 +213,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(Request::Envelopes(envelopes)) => {
                     for env in envelopes {
+                        let key = tx_id_of(&env).map(|id| RecentTxIds::key(&id));
+                        if key.is_some_and(|k| self.state.recent.contains(&k)) {
+                            response.duplicates_dropped += 1;
+                            continue;
+                        }
                         let ordered = self.state.cutter.ordered(&self.limits, env.into_vec());
+                        if let (Some(k), false) = (key, ordered.refused) {
+                            self.state.recent.insert(k);
+                        }
                         response.envelopes_refused += u32::from(ordered.refused);
                         for batch in ordered.batches {
                             self.cut_block(&mut wb, batch);

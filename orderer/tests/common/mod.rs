@@ -1,0 +1,499 @@
+//! Test cluster: real orderer nodes in this process, each on its own tokio runtime (so a node
+//! can be killed abruptly by dropping its runtime), over real TLS sockets bound on port 0, with
+//! material from the generator in a temp dir. Clients speak gRPC over TLS like any client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use orderer::Listeners;
+use orderer::Node;
+use prost::Message as _;
+use shared_proto::block;
+use shared_proto::block::Expected;
+use shared_proto::channel::Channel;
+use shared_proto::envelope;
+use shared_proto::material;
+use shared_proto::material::ChannelSpec;
+use shared_proto::material::Generated;
+use shared_proto::material::NetworkSpec;
+use shared_proto::material::OrdererOrgSpec;
+use shared_proto::material::OrdererSpec;
+use shared_proto::material::PeerOrgSpec;
+use shared_proto::material::PeerSpec;
+use shared_proto::msp::SigningIdentity;
+use shared_proto::node_config::OrdererConfig;
+use shared_proto::pb::common::Block;
+use shared_proto::pb::common::Envelope;
+use shared_proto::pb::common::HeaderType;
+use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
+use shared_proto::pb::orderer::deliver_response::Type;
+use shared_proto::pb::orderer::seek_info::SeekBehavior;
+use shared_proto::pb::orderer::seek_position;
+use shared_proto::pb::orderer::SeekInfo;
+use shared_proto::pb::orderer::SeekPosition;
+use shared_proto::pb::orderer::SeekSpecified;
+use tonic::transport::Certificate;
+use tonic::transport::Channel as GrpcChannel;
+use tonic::transport::ClientTlsConfig;
+use tonic::transport::Endpoint;
+use tonic::transport::Identity;
+
+pub const CHANNEL: &str = "testchannel";
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Settings a test may change before the cluster starts.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub orderers: usize,
+    pub message_count_max: u32,
+    pub batch_timeout_ms: u64,
+    pub snapshot_interval_entries: u64,
+    pub entries_kept_after_snapshot: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            orderers: 3,
+            message_count_max: 100,
+            batch_timeout_ms: 50,
+            snapshot_interval_entries: 5000,
+            entries_kept_after_snapshot: 500,
+        }
+    }
+}
+
+struct Ports {
+    client: u16,
+    cluster: u16,
+    ops: u16,
+}
+
+fn free_listener() -> StdListener {
+    StdListener::bind("127.0.0.1:0").unwrap()
+}
+
+/// One orderer: its config, listeners kept bound while stopped, and its runtime while running.
+pub struct TestNode {
+    pub config: OrdererConfig,
+    pub node: Option<Node>,
+    runtime: Option<tokio::runtime::Runtime>,
+    ports: (u16, u16, u16),
+}
+
+/// A cluster of orderers plus the material a client needs.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub generated: Generated,
+    pub nodes: Vec<TestNode>,
+    pub channel: Arc<Channel>,
+    pub client: SigningIdentity,
+    tls_ca: Vec<u8>,
+    client_tls: Identity,
+}
+
+impl TestCluster {
+    pub fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        // Bind every port first so the genesis block can name them; keep them until start.
+        let held: Vec<(StdListener, StdListener, StdListener)> = (0..opts.orderers)
+            .map(|_| (free_listener(), free_listener(), free_listener()))
+            .collect();
+        let ports: Vec<Ports> = held
+            .iter()
+            .map(|(a, b, c)| Ports {
+                client: a.local_addr().unwrap().port(),
+                cluster: b.local_addr().unwrap().port(),
+                ops: c.local_addr().unwrap().port(),
+            })
+            .collect();
+        let spec = NetworkSpec {
+            name: "test".into(),
+            validity_days: 30,
+            orderer_orgs: vec![OrdererOrgSpec {
+                msp_id: "OrdererMSP".into(),
+                orderers: ports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| OrdererSpec {
+                        name: format!("orderer{}", i + 1),
+                        id: None,
+                        host: "127.0.0.1".into(),
+                        port: p.client,
+                        cluster_port: p.cluster,
+                        ops_port: p.ops,
+                    })
+                    .collect(),
+            }],
+            peer_orgs: ["Org1MSP", "Org2MSP"]
+                .iter()
+                .map(|m| PeerOrgSpec {
+                    msp_id: (*m).into(),
+                    peers: vec![PeerSpec {
+                        name: "peer0".into(),
+                        host: "127.0.0.1".into(),
+                        port: 1,
+                        gossip_port: 2,
+                        ops_port: 3,
+                        orderer_connected: true,
+                    }],
+                    users: vec!["User1".into()],
+                })
+                .collect(),
+            channels: vec![ChannelSpec {
+                id: CHANNEL.into(),
+                orgs: None,
+                batch: material::BatchSpec {
+                    message_count_max: opts.message_count_max,
+                    timeout_ms: opts.batch_timeout_ms,
+                    ..Default::default()
+                },
+                policies: Default::default(),
+                chaincodes: vec![],
+            }],
+        };
+        let generated = material::generate(&spec, &dir.path().join("net"), now_unix())?;
+        let genesis = Block::decode(std::fs::read(&generated.channels[0].1)?.as_slice())?;
+        let channel = Arc::new(Channel::from_config_block(&genesis)?);
+        let user = generated.user("Org1MSP", "User1").context("user")?;
+        let client = SigningIdentity::from_pem_files("Org1MSP", &user.cert, &user.key)?;
+        let mut tls_ca = Vec::new();
+        for ca in &generated.tls_ca_certs {
+            tls_ca.extend(std::fs::read(ca)?);
+        }
+        let client_tls = Identity::from_pem(
+            std::fs::read(&user.tls_cert)?,
+            std::fs::read(&user.tls_key)?,
+        );
+        let mut nodes = Vec::new();
+        for (node, p) in generated.orderers.iter().zip(&ports) {
+            let mut config = OrdererConfig::load(&node.config)?;
+            config.raft.heartbeat_interval_ms = 50;
+            config.raft.election_timeout_min_ms = 400;
+            config.raft.election_timeout_max_ms = 800;
+            config.raft.snapshot_interval_entries = opts.snapshot_interval_entries;
+            config.raft.entries_kept_after_snapshot = opts.entries_kept_after_snapshot;
+            config.log.level = "warn".into();
+            config.validate()?;
+            nodes.push(TestNode {
+                config,
+                node: None,
+                runtime: None,
+                ports: (p.client, p.cluster, p.ops),
+            });
+        }
+        drop(held);
+        let mut cluster = TestCluster {
+            dir,
+            generated,
+            nodes,
+            channel,
+            client,
+            tls_ca,
+            client_tls,
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.start_node(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts (or restarts) node `i` on its ports, retrying while its old storage lock or
+    /// ports are still being released.
+    pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        // Runs on a plain thread: tests call this from inside their own async runtime.
+        let n = &mut self.nodes[i];
+        std::thread::scope(|s| s.spawn(|| start_on_thread(n, i)).join())
+            .map_err(|_| anyhow::anyhow!("start thread panicked"))?
+    }
+
+    /// Kills node `i` abruptly: every task of its runtime is dropped mid-flight.
+    pub fn kill_node(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.node = None;
+        if let Some(rt) = n.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Stops node `i` gracefully.
+    pub fn stop_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let n = &mut self.nodes[i];
+        if let (Some(node), Some(rt)) = (n.node.take(), n.runtime.take()) {
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    let result = rt.block_on(node.shutdown());
+                    rt.shutdown_timeout(Duration::from_secs(5));
+                    result
+                })
+                .join()
+            })
+            .map_err(|_| anyhow::anyhow!("stop thread panicked"))??;
+        }
+        Ok(())
+    }
+}
+
+fn start_on_thread(n: &mut TestNode, i: usize) -> anyhow::Result<()> {
+    {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .thread_name(format!("orderer{}", i + 1))
+                .build()?;
+            let (c, k, o) = n.ports;
+            let config = n.config.clone();
+            let result = runtime.block_on(async move {
+                let bind = |port: u16| async move {
+                    tokio::net::TcpListener::bind(("127.0.0.1", port)).await
+                };
+                let listeners = Listeners {
+                    client: bind(c).await?,
+                    cluster: bind(k).await?,
+                    ops: bind(o).await?,
+                };
+                Node::start(&config, listeners)
+                    .await
+                    .map_err(anyhow::Error::from)
+            });
+            match result {
+                Ok(node) => {
+                    n.node = Some(node);
+                    n.runtime = Some(runtime);
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline => {
+                    runtime.shutdown_background();
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.context(format!("starting orderer{}", i + 1))),
+            }
+        }
+    }
+}
+
+impl TestCluster {
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes[i].node.as_ref().expect("node running")
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].node.is_some())
+            .collect()
+    }
+
+    /// Index of the node that currently leads, if any running node knows one.
+    pub fn leader(&self) -> Option<usize> {
+        for i in self.running() {
+            let ch = self.node(i).registry.get(CHANNEL)?;
+            if let Some(leader) = ch.leader() {
+                let idx = leader as usize - 1;
+                if self.nodes[idx].node.is_some() {
+                    return Some(idx);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn height(&self, i: usize) -> u64 {
+        self.node(i).registry.get(CHANNEL).unwrap().store.height()
+    }
+
+    /// Waits until every running node holds every block it has cut and nothing is pending,
+    /// all at the same height.
+    pub async fn wait_converged(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut heights = Vec::new();
+            let mut quiet = true;
+            for i in self.running() {
+                let ch = self.node(i).registry.get(CHANNEL).unwrap();
+                let st = ch.status.borrow().clone();
+                quiet &= st.pending == 0 && ch.store.height() == st.next_block;
+                heights.push(ch.store.height());
+            }
+            if quiet && heights.windows(2).all(|w| w[0] == w[1]) {
+                return Ok(heights[0]);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "not converged: heights {heights:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return Ok(l);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no leader elected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn client_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].ports.0)
+    }
+
+    pub fn cluster_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].ports.1)
+    }
+
+    pub fn ops_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].ports.2)
+    }
+
+    pub fn tls(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.tls_ca.clone()))
+            .identity(self.client_tls.clone())
+            .domain_name("127.0.0.1")
+    }
+
+    pub fn tls_ca(&self) -> Vec<u8> {
+        self.tls_ca.clone()
+    }
+
+    /// A gRPC client for node `i` (connects lazily, so it survives the node restarting).
+    pub fn client(&self, i: usize) -> AtomicBroadcastClient<GrpcChannel> {
+        let channel = Endpoint::from_shared(format!("https://{}", self.client_addr(i)))
+            .unwrap()
+            .tls_config(self.tls())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        AtomicBroadcastClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// A signed transaction envelope with a recognisable body.
+    pub fn envelope(&self, body: &[u8]) -> Envelope {
+        envelope::create_signed_envelope(
+            &self.client,
+            HeaderType::EndorserTransaction,
+            CHANNEL,
+            body.to_vec(),
+            envelope::new_nonce(),
+            now_unix() as u64 * 1000,
+        )
+    }
+
+    /// Every block of node `i` from 0 to `stop`, by Deliver.
+    pub async fn deliver_all(&self, i: usize, stop: u64) -> anyhow::Result<Vec<Block>> {
+        let seek = SeekInfo {
+            start: Some(SeekPosition {
+                r#type: Some(seek_position::Type::Specified(SeekSpecified { number: 0 })),
+            }),
+            stop: Some(SeekPosition {
+                r#type: Some(seek_position::Type::Specified(SeekSpecified {
+                    number: stop,
+                })),
+            }),
+            behavior: SeekBehavior::BlockUntilReady as i32,
+        };
+        self.deliver(i, seek).await
+    }
+
+    /// Runs one Deliver request; returns the blocks, failing on a non-SUCCESS final status.
+    pub async fn deliver(&self, i: usize, seek: SeekInfo) -> anyhow::Result<Vec<Block>> {
+        let request = self.seek_envelope(&self.client, seek);
+        let mut stream = self
+            .client(i)
+            .deliver(futures::stream::iter([request]))
+            .await?
+            .into_inner();
+        let mut blocks = Vec::new();
+        while let Some(msg) = stream.next().await {
+            match msg?.r#type {
+                Some(Type::Block(b)) => blocks.push(b),
+                Some(Type::Status(s)) => {
+                    anyhow::ensure!(
+                        s == shared_proto::pb::common::Status::Success as i32,
+                        "deliver status {s}"
+                    );
+                    return Ok(blocks);
+                }
+                None => anyhow::bail!("empty deliver response"),
+            }
+        }
+        anyhow::bail!("deliver stream ended without status")
+    }
+
+    pub fn seek_envelope(&self, signer: &SigningIdentity, seek: SeekInfo) -> Envelope {
+        envelope::create_signed_envelope(
+            signer,
+            HeaderType::DeliverSeekInfo,
+            CHANNEL,
+            seek.encode_to_vec(),
+            envelope::new_nonce(),
+            now_unix() as u64 * 1000,
+        )
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+}
+
+/// Verifies a chain from block 0: hash links, data hashes and orderer signatures. Returns the
+/// header hash of every block.
+pub fn verify_chain(channel: &Channel, blocks: &[Block]) -> anyhow::Result<Vec<[u8; 32]>> {
+    let mut hashes = Vec::new();
+    let (_, genesis_hash) = block::verify_genesis(&blocks[0])?;
+    hashes.push(genesis_hash);
+    for (n, b) in blocks.iter().enumerate().skip(1) {
+        let h = block::verify_block(
+            channel,
+            b,
+            Expected {
+                number: n as u64,
+                previous_hash: Some(hashes[n - 1]),
+            },
+            now_unix(),
+        )
+        .with_context(|| format!("block {n}"))?;
+        hashes.push(h);
+    }
+    Ok(hashes)
+}
+
+/// Tx id → how many times it appears in `blocks` (block 0 excluded).
+pub fn tx_counts(blocks: &[Block]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for b in blocks.iter().skip(1) {
+        for env in block::tx_envelopes(b) {
+            if let Some(id) = orderer::block_store::tx_id_of(env) {
+                *counts.entry(id).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+pub fn data_dir(cluster: &TestCluster, i: usize) -> PathBuf {
+    cluster.nodes[i].config.data_dir.clone()
+}
