@@ -73,6 +73,8 @@ pub enum NodeError {
     Raft { channel: String, reason: String },
     #[error("server: {0}")]
     Serve(String),
+    #[error("stopped after a fatal error: {0}")]
+    Fatal(String),
 }
 
 /// The node's three listeners, bound before start (tests bind port 0 and read the ports).
@@ -201,6 +203,30 @@ impl Node {
             servers,
             background,
         })
+    }
+
+    /// Completes when a channel's Raft stops on its own: a storage failure (fsync, write) is
+    /// fatal to openraft, and the node must then stop rather than keep answering.
+    pub async fn fatal(&self) -> String {
+        let waits = self.registry.channels.values().map(|ch| {
+            let mut metrics = ch.raft.metrics();
+            let id = ch.id.clone();
+            Box::pin(async move {
+                loop {
+                    if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                        return format!("channel {id}: raft stopped: {fatal}");
+                    }
+                    if metrics.changed().await.is_err() {
+                        return format!("channel {id}: raft stopped");
+                    }
+                }
+            })
+        });
+        let waits: Vec<_> = waits.collect();
+        if waits.is_empty() {
+            return std::future::pending().await;
+        }
+        futures::future::select_all(waits).await.0
     }
 
     /// Graceful stop: servers drain, Raft stops (membership unchanged), storage is fsynced.
@@ -388,6 +414,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let node = Node::start(&config, listeners).await?;
-    shutdown.await;
-    node.shutdown().await
+    let fatal = tokio::select! {
+        () = shutdown => None,
+        reason = node.fatal() => Some(reason),
+    };
+    node.shutdown().await?;
+    match fatal {
+        None => Ok(()),
+        Some(reason) => Err(NodeError::Fatal(reason)),
+    }
 }

@@ -1,9 +1,9 @@
 //! The replicated state machine: applies committed entries through the block cutter and writes
 //! the blocks it cuts.
 //!
-//! State = chain tip (next block number, previous hash), pending envelopes, last applied log id,
-//! membership. One apply writes the blocks it cut, their tx-id index entries and the new state
-//! in one atomic fjall batch. The state is made durable (fsync) before a snapshot is handed to
+//! State = chain tip (next block number, previous hash), pending envelopes, the retry window
+//! ([`super::dedup`]), last applied log id and membership. One apply writes the blocks it cut,
+//! their tx-id index entries and the new state in one atomic fjall batch. The state is made durable (fsync) before a snapshot is handed to
 //! Raft, and Raft purges its log only after a snapshot, so a state machine rolled back by a
 //! crash always finds the entries to re-apply. Re-applying cuts byte-identical blocks (Ed25519
 //! signatures are deterministic).
