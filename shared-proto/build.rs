@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/config.proto",
         "proto/orderer.proto",
         "proto/peer.proto",
+        "proto/chaincode.proto",
     ];
     let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()

@@ -9,10 +9,12 @@
 //! |-------------------------------------------|----------------------|----------------------------|
 //! | malformed, bad tx id, empty payload       | INVALID_ARGUMENT     | BAD_REQUEST                |
 //! | larger than `bytes_absolute_max`          | INVALID_ARGUMENT     | REQUEST_ENTITY_TOO_LARGE   |
+//! | larger than 2 × `bytes_absolute_max` (transport cap) | OUT_OF_RANGE | stream ends with OUT_OF_RANGE |
 //! | channel not served here                   | NOT_FOUND            | NOT_FOUND                  |
 //! | unknown org, expired/foreign cert, bad signature, not a Writer | PERMISSION_DENIED | FORBIDDEN |
 //! | header type not accepted (config update)  | FAILED_PRECONDITION  | BAD_REQUEST                |
-//! | tx id already ordered                     | ALREADY_EXISTS       | CONFLICT                   |
+//! | tx id already in a block                  | ALREADY_EXISTS       | CONFLICT                   |
+//! | repeat while the first copy is not yet in a block | SUCCESS (ordered once: the state machine drops the copy) | SUCCESS |
 //! | no leader, leader unreachable, shutting down | UNAVAILABLE       | SERVICE_UNAVAILABLE        |
 
 use std::pin::Pin;

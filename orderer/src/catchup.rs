@@ -17,17 +17,14 @@ use shared_proto::pb::common::HeaderType;
 use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use shared_proto::pb::orderer::deliver_response::Type;
 use shared_proto::pb::orderer::seek_info::SeekBehavior;
-use shared_proto::pb::orderer::seek_position;
 use shared_proto::pb::orderer::SeekInfo;
-use shared_proto::pb::orderer::SeekPosition;
-use shared_proto::pb::orderer::SeekSpecified;
 use tonic::transport::Endpoint;
 
 use crate::channels::ChannelRuntime;
 use crate::channels::Registry;
 use crate::metrics::Metrics;
-use crate::tls::host_of;
-use crate::tls::TlsMaterial;
+use shared_proto::tls::host_of;
+use shared_proto::tls::TlsMaterial;
 
 /// Largest block accepted from another orderer.
 pub const BLOCK_BYTES_MAX: usize = 128 * 1024 * 1024;
@@ -127,8 +124,8 @@ async fn pull(
     let mut client = AtomicBroadcastClient::new(conn).max_decoding_message_size(BLOCK_BYTES_MAX);
     let start = channel.store.height();
     let seek = SeekInfo {
-        start: Some(specified(start)),
-        stop: Some(specified(target - 1)),
+        start: Some(shared_proto::seek::specified(start)),
+        stop: Some(shared_proto::seek::specified(target - 1)),
         behavior: SeekBehavior::FailIfNotReady as i32,
     };
     let request = envelope::create_signed_envelope(
@@ -180,10 +177,4 @@ async fn pull(
         }
     }
     Ok(stored)
-}
-
-fn specified(number: u64) -> SeekPosition {
-    SeekPosition {
-        r#type: Some(seek_position::Type::Specified(SeekSpecified { number })),
-    }
 }

@@ -5,12 +5,7 @@
 //! subscriber slows only itself. After the last requested block, or on a refusal, a final
 //! status message is sent and the stream reads the next request (Fabric's behaviour).
 //!
-//! | start / stop        | meaning                                                     |
-//! |---------------------|-------------------------------------------------------------|
-//! | oldest              | block 0                                                     |
-//! | newest              | the last block at the time of the request                   |
-//! | specified(n)        | block n                                                     |
-//! | follow (stop only)  | never stop: keep streaming new blocks                       |
+//! Positions resolve as [`shared_proto::seek`] documents.
 //!
 //! BLOCK_UNTIL_READY waits for blocks not yet cut; FAIL_IF_NOT_READY answers NOT_FOUND when it
 //! reaches a block that does not exist yet.
@@ -30,10 +25,8 @@ use shared_proto::pb::common::HeaderType;
 use shared_proto::pb::common::Status;
 use shared_proto::pb::orderer::deliver_response::Type;
 use shared_proto::pb::orderer::seek_info::SeekBehavior;
-use shared_proto::pb::orderer::seek_position;
 use shared_proto::pb::orderer::DeliverResponse;
 use shared_proto::pb::orderer::SeekInfo;
-use shared_proto::pb::orderer::SeekPosition;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -127,30 +120,12 @@ fn peek_channel(envelope: &Envelope) -> Option<String> {
     Some(payload.header?.channel_header?.channel_id)
 }
 
-/// A requested position resolved against the chain height at request time.
-fn resolve(pos: Option<&SeekPosition>, height: u64, is_stop: bool) -> Option<u64> {
-    let newest = height.saturating_sub(1);
-    match pos.and_then(|p| p.r#type.as_ref()) {
-        None | Some(seek_position::Type::Newest(_)) => Some(newest),
-        Some(seek_position::Type::Oldest(_)) => Some(0),
-        Some(seek_position::Type::Specified(s)) => Some(s.number),
-        Some(seek_position::Type::Follow(_)) if is_stop => Some(u64::MAX),
-        Some(seek_position::Type::Follow(_)) => None,
-    }
-}
-
 async fn stream_blocks(channel: &ChannelRuntime, seek: &SeekInfo, tx: &Tx) -> Result<Status, Gone> {
     let mut heights = channel.store.subscribe();
     let height = *heights.borrow_and_update();
-    let (Some(start), Some(stop)) = (
-        resolve(seek.start.as_ref(), height, false),
-        resolve(seek.stop.as_ref(), height, true),
-    ) else {
+    let Some((start, stop)) = shared_proto::seek::resolve(seek, height) else {
         return Ok(Status::BadRequest);
     };
-    if start > stop {
-        return Ok(Status::BadRequest);
-    }
     let fail_if_not_ready = seek.behavior == SeekBehavior::FailIfNotReady as i32;
     let mut next = start;
     loop {

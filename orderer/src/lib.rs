@@ -30,7 +30,6 @@ pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod services;
-pub mod tls;
 
 pub use node::run;
 pub use node::Listeners;

@@ -43,7 +43,7 @@ use crate::ops;
 use crate::services::AdminService;
 use crate::services::AtomicBroadcastService;
 use crate::services::ClusterService;
-use crate::tls::TlsMaterial;
+use shared_proto::tls::TlsMaterial;
 
 /// Entries per AppendEntries: an entry holds at most `BATCH_BYTES_MAX`, so this bounds one
 /// Raft message below [`RAFT_MESSAGE_BYTES_MAX`].
@@ -62,7 +62,7 @@ pub enum NodeError {
     #[error("identity: {0}")]
     Identity(#[from] shared_proto::msp::MspError),
     #[error("TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] shared_proto::tls::TlsError),
     #[error("storage at {path}: {reason}")]
     Storage { path: String, reason: String },
     #[error("genesis block {path}: {reason}")]
@@ -367,7 +367,9 @@ fn spawn_servers(
     let message_max = registry
         .channels
         .values()
-        .map(|c| c.limits.bytes_absolute_max as usize + 64 * 1024)
+        // Twice the channel limit, so an envelope somewhat over it still reaches Broadcast and
+        // gets its typed refusal; beyond this the transport answers OUT_OF_RANGE.
+        .map(|c| 2 * c.limits.bytes_absolute_max as usize + 64 * 1024)
         .max()
         .unwrap_or(4 * 1024 * 1024);
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -86,26 +86,31 @@ pub struct ClusterService {
 }
 
 impl ClusterService {
+    /// The channel, if the caller's TLS certificate is a pinned consenter of it. A caller that
+    /// is no consenter of any channel learns nothing (not even which channels exist).
     fn channel_for<T>(
         &self,
         request: &Request<T>,
         channel_id: &str,
     ) -> Result<Arc<ChannelRuntime>, Status> {
+        let cert = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()))
+            .unwrap_or_default();
+        let denied = || {
+            Status::permission_denied(format!(
+                "caller's TLS certificate is not a pinned consenter of channel {channel_id:?}"
+            ))
+        };
+        let channels = &self.registry.channels;
+        if !channels.values().any(|c| c.is_pinned_consenter(&cert)) {
+            return Err(denied());
+        }
         let channel = self.registry.get(channel_id).ok_or_else(|| {
             Status::not_found(format!("channel {channel_id:?} is not served here"))
         })?;
-        let pinned = request
-            .peer_certs()
-            .and_then(|certs| {
-                certs
-                    .first()
-                    .map(|c| channel.is_pinned_consenter(c.as_ref()))
-            })
-            .unwrap_or(false);
-        if !pinned {
-            return Err(Status::permission_denied(format!(
-                "caller's TLS certificate is not a pinned consenter of channel {channel_id:?}"
-            )));
+        if !channel.is_pinned_consenter(&cert) {
+            return Err(denied());
         }
         Ok(channel.clone())
     }

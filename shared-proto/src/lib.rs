@@ -9,6 +9,8 @@
 //! - [`envelope`]: creating and verifying signed envelopes (payload, headers, tx id, creator).
 //! - [`block`]: assembling, signing and verifying blocks (hash chain, orderer signatures).
 //! - [`material`]: generation of every node's keys, certificates, configs and genesis blocks.
+//! - [`seek`]: how Deliver's `SeekInfo` positions resolve (orderer and peer alike).
+//! - [`tls`]: a node's TLS material as tonic server/client configs (rustls, ring, Ed25519).
 //! - [`node_config`]: the orderer and peer config files (TOML + environment overrides).
 //!
 //! Promises: every rule here is defined once and used by both sides; every decoder returns a
@@ -22,7 +24,9 @@ pub mod material;
 pub mod msp;
 pub mod node_config;
 pub mod policy;
+pub mod seek;
 pub mod signing;
+pub mod tls;
 
 /// Generated protobuf types and gRPC services, one module per proto package.
 #[allow(missing_debug_implementations, clippy::all)]
@@ -44,5 +48,8 @@ pub mod pb {
     }
     pub mod peer {
         tonic::include_proto!("peer");
+    }
+    pub mod chaincode {
+        tonic::include_proto!("chaincode");
     }
 }

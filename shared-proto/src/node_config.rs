@@ -162,8 +162,21 @@ pub struct PeerConfig {
     pub tls: TlsFiles,
     pub channels: Vec<ChannelBootstrap>,
     pub gossip: GossipSettings,
+    /// Chaincodes run as external services (any language), besides the built-in samples.
+    #[serde(default)]
+    pub external_chaincodes: Vec<ExternalChaincode>,
     #[serde(default)]
     pub log: LogSettings,
+}
+
+/// A chaincode served over gRPC ("chaincode as a service").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalChaincode {
+    pub name: String,
+    pub version: String,
+    /// host:port of the chaincode server.
+    pub address: String,
 }
 
 impl OrdererConfig {
@@ -248,6 +261,16 @@ impl PeerConfig {
         socket_addr("ops_listen_address", &self.ops_listen_address)?;
         common_files(&self.identity, &self.tls, &self.channels)?;
         non_empty("gossip.external_endpoint", &self.gossip.external_endpoint)?;
+        for (i, cc) in self.external_chaincodes.iter().enumerate() {
+            non_empty(&format!("external_chaincodes[{i}].name"), &cc.name)?;
+            non_empty(&format!("external_chaincodes[{i}].version"), &cc.version)?;
+            if !cc.address.contains(':') {
+                return Err(invalid(
+                    &format!("external_chaincodes[{i}].address"),
+                    format!("{:?} is not host:port", cc.address),
+                ));
+            }
+        }
         for (i, b) in self.gossip.bootstrap.iter().enumerate() {
             if !b.contains(':') {
                 return Err(invalid(

@@ -34,8 +34,8 @@ use super::decode;
 use super::encode;
 use super::NodeId;
 use super::TypeConfig;
-use crate::tls::host_of;
-use crate::tls::TlsMaterial;
+use shared_proto::tls::host_of;
+use shared_proto::tls::TlsMaterial;
 
 /// Largest Raft message accepted or sent (a full entry batch plus headroom).
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -377,6 +377,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
                 orderer_connected: p.orderer_connected,
                 external_endpoint: format!("{}:{}", p.host, p.gossip_port),
             },
+            external_chaincodes: Vec::new(),
             log: LogSettings::default(),
         };
         write(

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use shared_proto::node_config::TlsFiles;
+use crate::node_config::TlsFiles;
 use tonic::transport::Certificate;
 use tonic::transport::ClientTlsConfig;
 use tonic::transport::Identity;
@@ -41,13 +41,12 @@ impl TlsMaterial {
     pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
         let cert = read(&files.cert)?;
         let key = read(&files.key)?;
-        let cert_der =
-            shared_proto::msp::pem_to_der(&String::from_utf8_lossy(&cert)).map_err(|e| {
-                TlsError::Invalid {
-                    path: files.cert.display().to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let cert_der = crate::msp::pem_to_der(&String::from_utf8_lossy(&cert)).map_err(|e| {
+            TlsError::Invalid {
+                path: files.cert.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
         let mut bundle = Vec::new();
         for ca in &files.ca_roots {
             bundle.extend(read(ca)?);
