@@ -329,8 +329,14 @@ fn submit_catalogue(cluster: &TestCluster) -> Vec<Case> {
     // Over the channel limit but inside the server's decoding headroom (2 × the limit): refused
     // by the size check with its typed answer.
     for (name, size) in [
-        ("envelope just over bytes_absolute_max -> INVALID_ARGUMENT", ABSOLUTE_MAX + 4096),
-        ("envelope of 10.5 MiB -> INVALID_ARGUMENT", ABSOLUTE_MAX + ABSOLUTE_MAX / 20),
+        (
+            "envelope just over bytes_absolute_max -> INVALID_ARGUMENT",
+            ABSOLUTE_MAX + 4096,
+        ),
+        (
+            "envelope of 10.5 MiB -> INVALID_ARGUMENT",
+            ABSOLUTE_MAX + ABSOLUTE_MAX / 20,
+        ),
     ] {
         let mut oversized = case(
             name,
