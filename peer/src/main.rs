@@ -1,14 +1,26 @@
-//! `peer`: the validating and committing node.
-//!
-//! Today it can check a config file; `peer start`, `invoke`, `query` and `blocks` arrive with
-//! the ledger, validation and endorsement stages (see README status table).
+//! `peer`: the validating, committing and endorsing node, and a command-line client.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context as _;
+use clap::Args;
 use clap::Parser;
 use clap::Subcommand;
+use futures::StreamExt as _;
+use peer::chaincode::ChaincodeRegistry;
+use peer::sdk::Gateway;
+use prost::Message as _;
+use shared_proto::block;
+use shared_proto::material::Generated;
 use shared_proto::node_config::PeerConfig;
+use shared_proto::pb::common::HeaderType;
+use shared_proto::pb::orderer::seek_info::SeekBehavior;
+use shared_proto::pb::orderer::SeekInfo;
+use shared_proto::pb::peer::deliver_client::DeliverClient;
+use shared_proto::pb::peer::deliver_response::Type;
+use shared_proto::pb::tx::TxValidationCode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,33 +35,268 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load and validate a config file (with WEFT_PEER_* overrides) and print it.
+    /// Run the peer until SIGTERM or Ctrl-C.
+    Start {
+        /// Config file (TOML); WEFT_PEER_* variables override fields.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Load and validate a config file (with WEFT_PEER_* overrides), then exit.
     CheckConfig {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Endorse, order and commit one transaction; prints its tx id, block and validation code.
+    Invoke(Call),
+    /// Run a chaincode function read-only on a peer; prints its result.
+    Query(Call),
+    /// Print committed blocks (number, hash, transactions with their validation codes).
+    Blocks {
+        #[command(flatten)]
+        who: Client,
+        /// First block.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Last block (default: the newest).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+/// Who the client is: a user of a generated network (see `devnet generate`).
+#[derive(Debug, Args)]
+struct Client {
+    /// Directory written by `devnet generate`.
+    #[arg(long, value_name = "DIR")]
+    network: PathBuf,
+    #[arg(long, default_value = "Org1MSP")]
+    org: String,
+    #[arg(long, default_value = "User1")]
+    user: String,
+    #[arg(long, default_value = "mychannel")]
+    channel: String,
+}
+
+#[derive(Debug, Args)]
+struct Call {
+    #[command(flatten)]
+    who: Client,
+    #[arg(long, short = 'c')]
+    chaincode: String,
+    #[arg(long, short = 'f')]
+    function: String,
+    /// Arguments, as UTF-8 strings.
+    args: Vec<String>,
+}
+
+fn registry(config: &PeerConfig) -> anyhow::Result<ChaincodeRegistry> {
+    let registry = ChaincodeRegistry::with_samples();
+    registry
+        .register_external(&config.external_chaincodes, peer::endorser::INVOKE_TIMEOUT)
+        .context("external chaincodes")?;
+    Ok(registry)
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<PeerConfig> {
+    let cfg = PeerConfig::load(path)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let ctrl_c = tokio::signal::ctrl_c();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn gateway(who: &Client) -> anyhow::Result<Gateway> {
+    let net = Generated::load(&who.network)?;
+    Ok(Gateway::from_network(
+        &net,
+        &who.org,
+        &who.user,
+        &who.channel,
+    )?)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::CheckConfig { .. } | Command::Start { .. } => unreachable_command(),
+        Command::Invoke(call) => {
+            let gw = gateway(&call.who)?;
+            let args: Vec<Vec<u8>> = call.args.iter().map(|a| a.clone().into_bytes()).collect();
+            let r = gw.submit(&call.chaincode, &call.function, &args).await?;
+            println!(
+                "tx {} committed in block {}: {}",
+                r.tx_id,
+                r.block_number,
+                r.code.as_str_name()
+            );
+            if !r.payload.is_empty() {
+                println!("result: {}", String::from_utf8_lossy(&r.payload));
+            }
+            anyhow::ensure!(r.code == TxValidationCode::Valid, "transaction invalid");
+            Ok(())
+        }
+        Command::Query(call) => {
+            let gw = gateway(&call.who)?;
+            let args: Vec<Vec<u8>> = call.args.iter().map(|a| a.clone().into_bytes()).collect();
+            let out = gw.evaluate(&call.chaincode, &call.function, &args).await?;
+            println!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }
+        Command::Blocks { who, from, to } => print_blocks(&who, from, to).await,
+    }
+}
+
+fn unreachable_command() -> anyhow::Result<()> {
+    anyhow::bail!("handled before the runtime starts")
+}
+
+async fn print_blocks(who: &Client, from: u64, to: Option<u64>) -> anyhow::Result<()> {
+    let net = Generated::load(&who.network)?;
+    let u = net
+        .user(&who.org, &who.user)
+        .with_context(|| format!("no user {} in {}", who.user, who.org))?;
+    let identity = shared_proto::msp::SigningIdentity::from_pem_files(&who.org, &u.cert, &u.key)?;
+    let org = net
+        .spec
+        .peer_orgs
+        .iter()
+        .find(|o| o.msp_id == who.org)
+        .context("org has no peers")?;
+    let p = org.peers.first().context("org has no peers")?;
+    let addr = format!("{}:{}", p.host, p.port);
+    let mut ca = Vec::new();
+    for c in &net.tls_ca_certs {
+        ca.extend(std::fs::read(c)?);
+    }
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(&u.tls_cert)?,
+            std::fs::read(&u.tls_key)?,
+        ))
+        .domain_name(shared_proto::tls::host_of(&addr).to_owned());
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to peer {addr}"))?;
+    let seek = SeekInfo {
+        start: Some(shared_proto::seek::specified(from)),
+        stop: to.map(shared_proto::seek::specified),
+        behavior: SeekBehavior::FailIfNotReady as i32,
+    };
+    let request = shared_proto::envelope::create_signed_envelope(
+        &identity,
+        HeaderType::DeliverSeekInfo,
+        &who.channel,
+        seek.encode_to_vec(),
+        shared_proto::envelope::new_nonce(),
+        0,
+    );
+    let mut stream = DeliverClient::new(channel)
+        .max_decoding_message_size(peer::node::MESSAGE_BYTES_MAX)
+        .deliver(futures::stream::iter([request]))
+        .await?
+        .into_inner();
+    while let Some(msg) = stream.next().await {
+        match msg?.r#type {
+            Some(Type::Block(b)) => {
+                let f = peer::events::filter(&who.channel, &b);
+                let hash = block::header_hash(&b).map(hex::encode).unwrap_or_default();
+                println!(
+                    "block {} {} ({} txs)",
+                    f.number,
+                    &hash[..16.min(hash.len())],
+                    f.filtered_transactions.len()
+                );
+                for t in f.filtered_transactions {
+                    let code = TxValidationCode::try_from(t.tx_validation_code)
+                        .map(|c| c.as_str_name())
+                        .unwrap_or("?");
+                    println!("  {} {}", t.tx_id, code);
+                }
+            }
+            Some(Type::Status(s)) => {
+                let status = shared_proto::pb::common::Status::try_from(s)
+                    .map(|s| s.as_str_name())
+                    .unwrap_or("?");
+                anyhow::ensure!(
+                    s == shared_proto::pb::common::Status::Success as i32
+                        || (to.is_none() && s == shared_proto::pb::common::Status::NotFound as i32),
+                    "peer answered {status}"
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::CheckConfig { config } => {
-            match PeerConfig::load(&config).and_then(|c| c.validate().map(|()| c)) {
-                Ok(cfg) => {
-                    println!(
-                        "{} is valid: peer {} of {} in network {:?}",
-                        config.display(),
-                        cfg.name,
-                        cfg.msp_id,
-                        cfg.network
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    let result = match cli.command {
+        Command::CheckConfig { config } => load(&config).map(|cfg| {
+            println!(
+                "{} is valid: peer {} of {} in network {:?}",
+                config.display(),
+                cfg.name,
+                cfg.msp_id,
+                cfg.network
+            );
+        }),
+        Command::Start { config } => load(&config).and_then(|cfg| {
+            init_tracing(&cfg);
+            let chaincodes = registry(&cfg)?;
+            runtime.block_on(async {
+                let listeners = peer::Listeners::bind(&cfg).await?;
+                peer::run(cfg, listeners, chaincodes, shutdown_signal()).await?;
+                anyhow::Ok(())
+            })
+        }),
+        other => runtime.block_on(run(other)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cfg: &PeerConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }

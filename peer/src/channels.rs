@@ -1,0 +1,50 @@
+//! The channels this peer has joined, and what every service shares.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use shared_proto::channel::Channel;
+use shared_proto::msp::SigningIdentity;
+
+use crate::chaincode::ChaincodeRegistry;
+use crate::commit::Committer;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+
+/// One channel as this peer runs it.
+#[derive(Debug)]
+pub struct PeerChannel {
+    pub id: String,
+    pub config: Arc<Channel>,
+    pub ledger: Ledger,
+    pub committer: Arc<Committer>,
+}
+
+/// Every channel of the peer, plus what services share.
+#[derive(Debug)]
+pub struct Registry {
+    pub channels: BTreeMap<String, Arc<PeerChannel>>,
+    pub identity: Arc<SigningIdentity>,
+    pub chaincodes: Arc<ChaincodeRegistry>,
+    pub metrics: Arc<Metrics>,
+    /// Current time in Unix seconds (injected so tests can move it).
+    pub clock: fn() -> i64,
+}
+
+impl Registry {
+    pub fn get(&self, channel_id: &str) -> Option<&Arc<PeerChannel>> {
+        self.channels.get(channel_id)
+    }
+
+    pub fn now_unix(&self) -> i64 {
+        (self.clock)()
+    }
+}
+
+/// The system clock in Unix seconds.
+pub fn system_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,130 @@
+//! Commit (peer flow: deliver_client -> [verify -> validate -> commit] -> ledger -> events).
+//!
+//! The one path every block takes, whether it came from an orderer or (later) from a fellow
+//! peer by gossip: verify it is the next block (number, previous hash, data hash, orderer
+//! signatures against BlockValidation), validate its transactions, record the codes in its
+//! metadata and commit block + codes + state + index + savepoint in one atomic batch.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use shared_proto::block;
+use shared_proto::block::BlockError;
+use shared_proto::block::Expected;
+use shared_proto::channel::Channel;
+use shared_proto::pb::common::Block;
+use shared_proto::pb::tx::TxValidationCode;
+
+use crate::ledger::Ledger;
+use crate::ledger::LedgerError;
+use crate::metrics::Metrics;
+use crate::validate;
+
+/// Why a block was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The block is not the valid next block: refused, nothing written. The source is suspect.
+    #[error("block refused: {0}")]
+    Refused(#[from] BlockError),
+    /// Storage failed: the peer must stop.
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// What committing a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub number: u64,
+    pub codes: Vec<TxValidationCode>,
+}
+
+/// Verifies, validates and commits blocks of one channel, in order.
+#[derive(Debug)]
+pub struct Committer {
+    pub channel: Arc<Channel>,
+    pub ledger: Ledger,
+    pub metrics: Arc<Metrics>,
+    /// Highest block number + 1 seen from any source (for readiness).
+    tip_seen: std::sync::atomic::AtomicU64,
+}
+
+impl Committer {
+    pub fn new(channel: Arc<Channel>, ledger: Ledger, metrics: Arc<Metrics>) -> Self {
+        Committer {
+            channel,
+            ledger,
+            metrics,
+            tip_seen: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Records that a source has block `number` (so the chain is at least `number + 1` long).
+    pub fn saw_block(&self, number: u64) {
+        self.tip_seen.fetch_max(
+            number.saturating_add(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The longest chain any source has shown this peer.
+    pub fn tip_seen(&self) -> u64 {
+        self.tip_seen
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(self.ledger.height())
+    }
+
+    /// Commits the channel's genesis block on a pristine ledger (it comes from the operator's
+    /// config, not the network, so it is checked for shape only).
+    pub fn bootstrap(&self, genesis: &Block) -> Result<(), CommitError> {
+        if self.ledger.height() > 0 {
+            return Ok(());
+        }
+        block::verify_genesis(genesis)?;
+        let mut genesis = genesis.clone();
+        let codes = vec![TxValidationCode::Valid as i32; block::tx_envelopes(&genesis).len()];
+        let code_bytes: Vec<u8> = codes.iter().map(|c| *c as u8).collect();
+        block::set_validation_codes(&mut genesis, &code_bytes);
+        let tx_ids: Vec<Option<String>> = block::tx_envelopes(&genesis)
+            .iter()
+            .map(|e| tx_id_of(e))
+            .collect();
+        self.ledger.commit(&genesis, &tx_ids, &codes, &[])?;
+        Ok(())
+    }
+
+    /// Verifies, validates and commits `block`, which must be the next block. Blocking (CPU
+    /// and storage): call it from a blocking thread.
+    pub fn process(&self, mut block: Block, now_unix: i64) -> Result<Committed, CommitError> {
+        let expected = Expected {
+            number: self.ledger.height(),
+            previous_hash: self.ledger.last_block_hash()?,
+        };
+        block::verify_block(&self.channel, &block, expected, now_unix)?;
+        let started = Instant::now();
+        let validated = validate::validate_block(&self.channel, &self.ledger, &block, now_unix)?;
+        let validated_at = Instant::now();
+        let code_bytes: Vec<u8> = validated.codes.iter().map(|c| *c as u8).collect();
+        block::set_validation_codes(&mut block, &code_bytes);
+        let codes: Vec<i32> = validated.codes.iter().map(|c| *c as i32).collect();
+        self.ledger
+            .commit(&block, &validated.tx_ids, &codes, &validated.writes)?;
+        self.metrics.observe_block(
+            &validated.codes,
+            validated_at - started,
+            validated_at.elapsed(),
+        );
+        Ok(Committed {
+            number: expected.number,
+            codes: validated.codes,
+        })
+    }
+}
+
+/// The tx id in an encoded envelope's channel header, if any.
+pub fn tx_id_of(envelope: &[u8]) -> Option<String> {
+    use prost::Message as _;
+    let env = shared_proto::pb::common::Envelope::decode(envelope).ok()?;
+    let payload = shared_proto::pb::common::Payload::decode(env.payload.as_slice()).ok()?;
+    let id = payload.header?.channel_header?.tx_id;
+    (!id.is_empty()).then_some(id)
+}

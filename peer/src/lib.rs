@@ -1,0 +1,38 @@
+//! The peer: receives blocks, validates and commits them, and serves applications.
+//!
+//! ```text
+//! orderers ─Deliver─▶ [deliver_client] verify block (number, hash chain, data hash,
+//!                        orderer signatures vs BlockValidation), fail over between orderers
+//!                        ▼
+//!                     [validate] per tx in parallel: creator, endorsements, policy;
+//!                        then in order: duplicate tx id, MVCC reads, phantoms
+//!                        ▼
+//!                     [ledger] one atomic batch: block + codes + state + tx index + savepoint
+//!                        ▼
+//! applications ◀───── [events] blocks / filtered blocks, commit status
+//! applications ─────▶ [endorser] simulate [chaincode] on [simulator], sign the rwset
+//! ```
+//!
+//! Promises: only blocks signed by the orderers per the channel's BlockValidation policy and
+//! linked to the previous block are committed; invalid transactions stay in the block with
+//! their code and never change state; a crash never leaves half a block.
+
+pub mod chaincode;
+pub mod channels;
+pub mod commit;
+pub mod deliver_client;
+pub mod endorser;
+pub mod events;
+pub mod ledger;
+pub mod metrics;
+pub mod node;
+pub mod ops;
+pub mod sdk;
+pub mod services;
+pub mod simulator;
+pub mod validate;
+
+pub use node::run;
+pub use node::Listeners;
+pub use node::Node;
+pub use node::NodeError;

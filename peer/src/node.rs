@@ -1,0 +1,306 @@
+//! Wiring: opens the ledger of every joined channel, commits its genesis block, starts the
+//! deliver client (for peers configured to connect to the orderers), the gRPC services and
+//! the ops endpoint; shuts them down in order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fjall::Database;
+use prost::Message as _;
+use shared_proto::block;
+use shared_proto::msp::SigningIdentity;
+use shared_proto::node_config::PeerConfig;
+use shared_proto::pb::common::Block;
+use shared_proto::pb::peer::deliver_server::DeliverServer;
+use shared_proto::pb::peer::endorser_server::EndorserServer;
+use shared_proto::pb::peer::query_server::QueryServer;
+use shared_proto::tls::TlsMaterial;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::chaincode::ChaincodeRegistry;
+use crate::channels::system_clock;
+use crate::channels::PeerChannel;
+use crate::channels::Registry;
+use crate::commit::Committer;
+use crate::deliver_client;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::ops;
+use crate::services::PeerService;
+
+/// Largest request or response message on the service port.
+pub const MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// Why the peer could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {field} = {addr}: {source} (is the port taken?)")]
+    Bind {
+        field: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("identity: {0}")]
+    Identity(#[from] shared_proto::msp::MspError),
+    #[error("TLS: {0}")]
+    Tls(#[from] shared_proto::tls::TlsError),
+    #[error("storage at {path}: {reason}")]
+    Storage { path: String, reason: String },
+    #[error("genesis block {path}: {reason}")]
+    Genesis { path: String, reason: String },
+    #[error("server: {0}")]
+    Serve(String),
+    #[error("stopped after a fatal error: {0}")]
+    Fatal(String),
+}
+
+/// The peer's listeners, bound before start (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    pub service: TcpListener,
+    pub ops: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &PeerConfig) -> Result<Self, NodeError> {
+        async fn one(field: &'static str, addr: &str) -> Result<TcpListener, NodeError> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    field,
+                    addr: addr.to_owned(),
+                    source,
+                })
+        }
+        Ok(Listeners {
+            service: one("listen_address", &config.listen_address).await?,
+            ops: one("ops_listen_address", &config.ops_listen_address).await?,
+        })
+    }
+}
+
+/// A running peer.
+pub struct Node {
+    pub registry: Arc<Registry>,
+    pub service_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    db: Database,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<Result<(), NodeError>>>,
+    fatal: tokio::sync::mpsc::Receiver<String>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("service_addr", &self.service_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_genesis(path: &std::path::Path) -> Result<Block, NodeError> {
+    let err = |reason: String| NodeError::Genesis {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    Block::decode(bytes.as_slice()).map_err(|e| err(e.to_string()))
+}
+
+impl Node {
+    /// Starts the peer with the given chaincodes installed.
+    pub async fn start(
+        config: &PeerConfig,
+        listeners: Listeners,
+        chaincodes: ChaincodeRegistry,
+    ) -> Result<Self, NodeError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let identity = Arc::new(SigningIdentity::from_pem_files(
+            &config.msp_id,
+            &config.identity.cert,
+            &config.identity.key,
+        )?);
+        let tls = Arc::new(TlsMaterial::load(&config.tls)?);
+        let storage = |reason: String| NodeError::Storage {
+            path: config.data_dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(e.to_string()))?;
+        let db = Database::builder(config.data_dir.join("ledger"))
+            .open()
+            .map_err(|e| storage(e.to_string()))?;
+        let metrics = Arc::new(Metrics::default());
+        let mut channels = BTreeMap::new();
+        for bootstrap in &config.channels {
+            let genesis = read_genesis(&bootstrap.genesis_block)?;
+            let (channel, _) = block::verify_genesis(&genesis).map_err(|e| NodeError::Genesis {
+                path: bootstrap.genesis_block.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let id = channel.id().to_owned();
+            let ledger = Ledger::open(&db, &id).map_err(|e| storage(e.to_string()))?;
+            let committer = Arc::new(Committer::new(
+                Arc::new(channel),
+                ledger.clone(),
+                metrics.clone(),
+            ));
+            committer
+                .bootstrap(&genesis)
+                .map_err(|e| storage(e.to_string()))?;
+            channels.insert(
+                id.clone(),
+                Arc::new(PeerChannel {
+                    id,
+                    config: committer.channel.clone(),
+                    ledger,
+                    committer,
+                }),
+            );
+        }
+        let registry = Arc::new(Registry {
+            channels,
+            identity: identity.clone(),
+            chaincodes: Arc::new(chaincodes),
+            metrics,
+            clock: system_clock,
+        });
+        let (fatal_tx, fatal) = tokio::sync::mpsc::channel(registry.channels.len().max(1));
+        let mut background = Vec::new();
+        if config.gossip.orderer_connected {
+            for channel in registry.channels.values() {
+                let (committer, identity, tls, fatal_tx) = (
+                    channel.committer.clone(),
+                    identity.clone(),
+                    tls.clone(),
+                    fatal_tx.clone(),
+                );
+                let id = channel.id.clone();
+                background.push(tokio::spawn(async move {
+                    let e = deliver_client::run(committer, identity, tls, system_clock).await;
+                    let _ = fatal_tx.send(format!("channel {id}: {e}")).await;
+                }));
+            }
+        }
+        let service_addr = listeners
+            .service
+            .local_addr()
+            .map_err(|e| NodeError::Serve(e.to_string()))?;
+        let ops_addr = listeners
+            .ops
+            .local_addr()
+            .map_err(|e| NodeError::Serve(e.to_string()))?;
+        let (stop, _) = watch::channel(false);
+        let servers = spawn_servers(&registry, &tls, listeners, &stop)?;
+        tracing::info!(peer = %config.name, msp = %config.msp_id, %service_addr, %ops_addr, "peer started");
+        Ok(Node {
+            registry,
+            service_addr,
+            ops_addr,
+            db,
+            stop,
+            servers,
+            fatal,
+            background,
+        })
+    }
+
+    /// Completes when a channel's commit path failed (storage): the peer must stop.
+    pub async fn fatal(&mut self) -> String {
+        match self.fatal.recv().await {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Graceful stop: servers drain, background tasks stop, storage is fsynced.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            if let Ok(Err(e)) = server.await {
+                tracing::warn!(error = %e, "server stopped with an error");
+            }
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        self.db
+            .persist(fjall::PersistMode::SyncAll)
+            .map_err(|e| NodeError::Storage {
+                path: "ledger".into(),
+                reason: e.to_string(),
+            })?;
+        tracing::info!("peer stopped");
+        Ok(())
+    }
+}
+
+fn spawn_servers(
+    registry: &Arc<Registry>,
+    tls: &TlsMaterial,
+    listeners: Listeners,
+    stop: &watch::Sender<bool>,
+) -> Result<Vec<JoinHandle<Result<(), NodeError>>>, NodeError> {
+    let signal = |stop: &watch::Sender<bool>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let serve_err = |e: tonic::transport::Error| NodeError::Serve(e.to_string());
+    let svc = PeerService {
+        registry: registry.clone(),
+    };
+    let (_, health) = tonic_health::server::health_reporter();
+    let server = Server::builder()
+        .tls_config(tls.server(false))
+        .map_err(serve_err)?
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(
+            EndorserServer::new(svc.clone())
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            DeliverServer::new(svc.clone())
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            QueryServer::new(svc)
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.service), signal(stop));
+    let ops = ops::serve(listeners.ops, registry.clone(), signal(stop));
+    Ok(vec![
+        tokio::spawn(async move { server.await.map_err(serve_err) }),
+        tokio::spawn(async move { ops.await.map_err(|e| NodeError::Serve(e.to_string())) }),
+    ])
+}
+
+/// Runs a peer until `shutdown` completes or its commit path fails, then stops it.
+pub async fn run(
+    config: PeerConfig,
+    listeners: Listeners,
+    chaincodes: ChaincodeRegistry,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let mut node = Node::start(&config, listeners, chaincodes).await?;
+    let fatal = tokio::select! {
+        () = shutdown => None,
+        reason = node.fatal() => Some(reason),
+    };
+    node.shutdown().await?;
+    match fatal {
+        None => Ok(()),
+        Some(reason) => Err(NodeError::Fatal(reason)),
+    }
+}

@@ -1,0 +1,75 @@
+//! Operations endpoint (HTTP): `/healthz`, `/readyz` (every channel's ledger is within
+//! [`READY_LAG_BLOCKS`] of the highest block seen from the orderers), `/metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::channels::Registry;
+use crate::metrics::Metrics;
+
+/// How far behind the orderers' tip a peer may be and still be ready.
+pub const READY_LAG_BLOCKS: u64 = 5;
+
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(registry);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut reasons = Vec::new();
+    for (id, ch) in &registry.channels {
+        let height = ch.ledger.height();
+        let tip = ch.committer.tip_seen();
+        if tip > height + READY_LAG_BLOCKS {
+            reasons.push(format!(
+                "channel {id}: at block {height}, orderers at {tip}"
+            ));
+        }
+        if height == 0 {
+            reasons.push(format!("channel {id}: no block committed"));
+        }
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n") + "\n")
+    }
+}
+
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let m: &Metrics = &registry.metrics;
+    for (id, ch) in &registry.channels {
+        m.height
+            .get_or_create(&Metrics::channel(id))
+            .set(ch.ledger.height() as i64);
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &m.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}

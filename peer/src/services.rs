@@ -1,0 +1,179 @@
+//! gRPC services of the peer: Endorser, Deliver (events) and Query. Handlers translate; the
+//! work happens in endorser, events and ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared_proto::block;
+use shared_proto::pb::common::Block;
+use shared_proto::pb::common::Envelope;
+use shared_proto::pb::peer::deliver_server::Deliver;
+use shared_proto::pb::peer::endorser_server::Endorser;
+use shared_proto::pb::peer::query_server::Query;
+use shared_proto::pb::peer::BlockByNumberRequest;
+use shared_proto::pb::peer::CommitStatusResponse;
+use shared_proto::pb::peer::ProcessedTransaction;
+use shared_proto::pb::peer::TransactionByIdRequest;
+use shared_proto::pb::tx::ProposalResponse;
+use shared_proto::pb::tx::SignedProposal;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+
+use crate::channels::PeerChannel;
+use crate::channels::Registry;
+use crate::endorser;
+use crate::events;
+
+/// Longest CommitStatus waits for a transaction that is not committed yet.
+pub const COMMIT_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Endorser, Deliver and Query over one registry.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    pub registry: Arc<Registry>,
+}
+
+impl PeerService {
+    fn channel(&self, id: &str) -> Result<&Arc<PeerChannel>, Status> {
+        self.registry
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("channel {id:?} is not joined by this peer")))
+    }
+}
+
+#[tonic::async_trait]
+impl Endorser for PeerService {
+    async fn process_proposal(
+        &self,
+        request: Request<SignedProposal>,
+    ) -> Result<Response<ProposalResponse>, Status> {
+        endorser::process(&self.registry, request.into_inner(), true)
+            .await
+            .map(Response::new)
+            .map_err(endorser::EndorseError::into_status)
+    }
+}
+
+#[tonic::async_trait]
+impl Deliver for PeerService {
+    type DeliverStream = events::EventStream;
+
+    async fn deliver(
+        &self,
+        request: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Self::DeliverStream>, Status> {
+        Ok(Response::new(events::serve_stream(
+            self.registry.clone(),
+            request.into_inner(),
+            false,
+        )))
+    }
+
+    type DeliverFilteredStream = events::EventStream;
+
+    async fn deliver_filtered(
+        &self,
+        request: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Self::DeliverFilteredStream>, Status> {
+        Ok(Response::new(events::serve_stream(
+            self.registry.clone(),
+            request.into_inner(),
+            true,
+        )))
+    }
+}
+
+fn ledger_err(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("ledger: {e}"))
+}
+
+#[tonic::async_trait]
+impl Query for PeerService {
+    async fn evaluate(
+        &self,
+        request: Request<SignedProposal>,
+    ) -> Result<Response<ProposalResponse>, Status> {
+        endorser::process(&self.registry, request.into_inner(), false)
+            .await
+            .map(Response::new)
+            .map_err(endorser::EndorseError::into_status)
+    }
+
+    async fn get_block_by_number(
+        &self,
+        request: Request<BlockByNumberRequest>,
+    ) -> Result<Response<Block>, Status> {
+        let req = request.into_inner();
+        let channel = self.channel(&req.channel_id)?;
+        channel
+            .ledger
+            .block(req.number)
+            .map_err(ledger_err)?
+            .map(Response::new)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "block {} is not committed (height {})",
+                    req.number,
+                    channel.ledger.height()
+                ))
+            })
+    }
+
+    async fn get_transaction_by_id(
+        &self,
+        request: Request<TransactionByIdRequest>,
+    ) -> Result<Response<ProcessedTransaction>, Status> {
+        let req = request.into_inner();
+        let channel = self.channel(&req.channel_id)?;
+        let record = channel
+            .ledger
+            .tx(&req.tx_id)
+            .map_err(ledger_err)?
+            .ok_or_else(|| Status::not_found(format!("tx {} is not committed", req.tx_id)))?;
+        let block = channel
+            .ledger
+            .block(record.block_num)
+            .map_err(ledger_err)?
+            .ok_or_else(|| Status::internal("indexed block missing"))?;
+        let envelope = block::tx_envelopes(&block)
+            .get(record.tx_num as usize)
+            .and_then(|bytes| prost::Message::decode(bytes.as_slice()).ok());
+        Ok(Response::new(ProcessedTransaction {
+            envelope,
+            validation_code: record.code,
+            block_number: record.block_num,
+        }))
+    }
+
+    async fn commit_status(
+        &self,
+        request: Request<TransactionByIdRequest>,
+    ) -> Result<Response<CommitStatusResponse>, Status> {
+        let req = request.into_inner();
+        let channel = self.channel(&req.channel_id)?;
+        // Subscribe before looking, so a commit between the look and the wait is not missed.
+        let mut heights = channel.ledger.subscribe_height();
+        let deadline = tokio::time::Instant::now() + COMMIT_WAIT_MAX;
+        loop {
+            heights.borrow_and_update();
+            if let Some(r) = channel.ledger.tx(&req.tx_id).map_err(ledger_err)? {
+                return Ok(Response::new(CommitStatusResponse {
+                    validation_code: r.code,
+                    block_number: r.block_num,
+                }));
+            }
+            match tokio::time::timeout_at(deadline, heights.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Status::unavailable("peer is shutting down")),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "tx {} not committed within {COMMIT_WAIT_MAX:?}",
+                        req.tx_id
+                    )))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Phase 1: the checks of one transaction that need nothing from the rest of the block, run in
+//! parallel across the block (see the code table in the parent module for their order).
+//!
+//! Read/write set rules (`BAD_RWSET` unless said otherwise):
+//! - at most [`MAX_RWSET_ITEMS`] reads + writes + range queries + range-query results in all;
+//! - each namespace non-empty and appearing once;
+//! - every key (read, written, or returned by a range query) passes
+//!   [`crate::ledger::check_key`]: non-empty, at most 1 KiB, no NUL;
+//! - a key is written at most once per namespace (so a transaction's writes are a set);
+//! - a range query's results carry versions (they existed) and are strictly ascending within
+//!   `[start_key, end_key)` (empty `end_key`: unbounded);
+//! - writes only in the chaincode's own namespace, else `ILLEGAL_WRITESET` (reads of other
+//!   namespaces are allowed, as Fabric).
+//!
+//! Endorsement signatures are checked by [`valid_endorsers`]: see there for what is batched.
+//!
+//! Not checked here, because the protocol carries nothing to check it against:
+//! `ProposalResponsePayload.proposal_hash` (the transaction does not include the proposal, so
+//! the endorsed action is not bound to this envelope's tx id).
+
+use std::collections::HashSet;
+
+use ed25519_dalek::Signature;
+use ed25519_dalek::VerifyingKey;
+use prost::Message as _;
+use shared_proto::channel::Channel;
+use shared_proto::envelope::EnvelopeError;
+use shared_proto::envelope::VerifiedEnvelope;
+use shared_proto::msp::VerifiedIdentity;
+use shared_proto::pb::common::HeaderType;
+use shared_proto::pb::tx::Endorsement;
+use shared_proto::pb::tx::ProposalResponsePayload;
+use shared_proto::pb::tx::RangeQueryInfo;
+use shared_proto::pb::tx::Transaction;
+use shared_proto::pb::tx::TxReadWriteSet;
+use shared_proto::pb::tx::TxValidationCode as Code;
+use shared_proto::policy::Signer;
+use shared_proto::signing;
+use shared_proto::signing::Domain;
+
+use super::MAX_ENDORSEMENTS;
+use super::MAX_RWSET_ITEMS;
+use crate::ledger::check_key;
+use crate::ledger::LedgerError;
+use crate::ledger::StateReader;
+
+/// Phase 1's verdict on one transaction.
+#[derive(Debug)]
+pub(super) struct CheckedTx {
+    /// The tx id, when the envelope verified and carries one.
+    pub(super) tx_id: Option<String>,
+    /// Whether the tx id is already in the ledger.
+    pub(super) committed: bool,
+    /// The read/write set to check in order, or the code the transaction failed with.
+    pub(super) outcome: Result<TxReadWriteSet, Code>,
+}
+
+impl CheckedTx {
+    fn refused(code: Code) -> Self {
+        CheckedTx {
+            tx_id: None,
+            committed: false,
+            outcome: Err(code),
+        }
+    }
+}
+
+/// Runs every phase-1 check on one data item of a block. `Err` only when `state` fails.
+pub(super) fn check_tx(
+    channel: &Channel,
+    state: &dyn StateReader,
+    bytes: &[u8],
+    now_unix: i64,
+) -> Result<CheckedTx, LedgerError> {
+    if bytes.is_empty() {
+        return Ok(CheckedTx::refused(Code::NilEnvelope));
+    }
+    let envelope = match shared_proto::envelope::decode_envelope(bytes) {
+        Ok(envelope) => envelope,
+        Err(_) => return Ok(CheckedTx::refused(Code::BadPayload)),
+    };
+    let verified = match shared_proto::envelope::verify_envelope(channel, &envelope, now_unix) {
+        Ok(verified) => verified,
+        Err(e) => return Ok(CheckedTx::refused(envelope_code(&e))),
+    };
+    let tx_id = Some(verified.tx_id.clone()).filter(|id| !id.is_empty());
+    let committed = match &tx_id {
+        Some(id) => state.has_tx(id)?,
+        None => false,
+    };
+    Ok(CheckedTx {
+        tx_id,
+        committed,
+        outcome: check_endorser_tx(channel, &verified, now_unix),
+    })
+}
+
+/// The validation code for an envelope [`verify_envelope`] refused.
+///
+/// [`verify_envelope`]: shared_proto::envelope::verify_envelope
+pub(super) fn envelope_code(error: &EnvelopeError) -> Code {
+    match error {
+        EnvelopeError::MalformedEnvelope { .. }
+        | EnvelopeError::EmptyPayload
+        | EnvelopeError::MalformedPayload { .. } => Code::BadPayload,
+        EnvelopeError::MissingHeader
+        | EnvelopeError::MissingChannelHeader
+        | EnvelopeError::MissingSignatureHeader
+        | EnvelopeError::NonceTooShort { .. } => Code::BadCommonHeader,
+        EnvelopeError::UnknownHeaderType { .. } => Code::UnknownTxType,
+        EnvelopeError::WrongChannel { .. } => Code::TargetChainNotFound,
+        EnvelopeError::BadTxId { .. } => Code::BadProposalTxid,
+        EnvelopeError::Creator(_) | EnvelopeError::BadSignature { .. } => Code::BadCreatorSignature,
+    }
+}
+
+/// The checks after the envelope: transaction, action, chaincode, rwset, endorsements.
+fn check_endorser_tx(
+    channel: &Channel,
+    envelope: &VerifiedEnvelope,
+    now_unix: i64,
+) -> Result<TxReadWriteSet, Code> {
+    if envelope.header_type != HeaderType::EndorserTransaction {
+        return Err(Code::UnknownTxType);
+    }
+    let tx = Transaction::decode(envelope.data.as_slice()).map_err(|_| Code::BadPayload)?;
+    if tx.endorsements.len() > MAX_ENDORSEMENTS {
+        return Err(Code::InvalidEndorserTransaction);
+    }
+    let payload = ProposalResponsePayload::decode(tx.proposal_response_payload.as_slice())
+        .map_err(|_| Code::BadResponsePayload)?;
+    let action = payload.action.ok_or(Code::NilTxaction)?;
+    let chaincode = action.chaincode_id.unwrap_or_default();
+    let definition = channel
+        .chaincode(&chaincode.name)
+        .map_err(|_| Code::InvalidChaincode)?;
+    if chaincode.version != definition.version {
+        return Err(Code::ChaincodeVersionConflict);
+    }
+    match action.response {
+        Some(response) if response.status < 400 => {}
+        _ => return Err(Code::EndorsementPolicyFailure),
+    }
+    let rwset = action.results.unwrap_or_default();
+    check_rwset(&chaincode.name, &rwset)?;
+    let signers = valid_endorsers(
+        channel,
+        &tx.proposal_response_payload,
+        &tx.endorsements,
+        now_unix,
+    );
+    match channel.evaluate_endorsement(&chaincode.name, &signers) {
+        Ok(true) => Ok(rwset),
+        Ok(false) => Err(Code::EndorsementPolicyFailure),
+        Err(_) => Err(Code::InvalidChaincode),
+    }
+}
+
+/// The read/write set rules of the module doc.
+pub(super) fn check_rwset(chaincode: &str, rwset: &TxReadWriteSet) -> Result<(), Code> {
+    let mut items: usize = 0;
+    for ns in &rwset.ns_rwset {
+        let ranges = ns.range_queries_info.iter().map(|q| q.raw_reads.len());
+        items = items
+            .saturating_add(ns.reads.len())
+            .saturating_add(ns.writes.len())
+            .saturating_add(ns.range_queries_info.len())
+            .saturating_add(ranges.fold(0, usize::saturating_add));
+        if items > MAX_RWSET_ITEMS {
+            return Err(Code::BadRwset);
+        }
+    }
+    let mut namespaces = HashSet::new();
+    for ns in &rwset.ns_rwset {
+        let name = ns.namespace.as_str();
+        if name.is_empty() || !namespaces.insert(name) {
+            return Err(Code::BadRwset);
+        }
+        let key_ok = |key: &str| check_key(name, key).is_ok();
+        if !ns.reads.iter().all(|r| key_ok(&r.key)) {
+            return Err(Code::BadRwset);
+        }
+        let mut written = HashSet::with_capacity(ns.writes.len());
+        if !ns
+            .writes
+            .iter()
+            .all(|w| key_ok(&w.key) && written.insert(w.key.as_str()))
+        {
+            return Err(Code::BadRwset);
+        }
+        if !ns.range_queries_info.iter().all(|q| range_ok(name, q)) {
+            return Err(Code::BadRwset);
+        }
+    }
+    if rwset
+        .ns_rwset
+        .iter()
+        .any(|ns| !ns.writes.is_empty() && ns.namespace != chaincode)
+    {
+        return Err(Code::IllegalWriteset);
+    }
+    Ok(())
+}
+
+/// A range query's recorded results are existing keys, strictly ascending, within its range.
+fn range_ok(namespace: &str, query: &RangeQueryInfo) -> bool {
+    let mut previous: Option<&str> = None;
+    for read in &query.raw_reads {
+        let key = read.key.as_str();
+        if read.version.is_none()
+            || check_key(namespace, key).is_err()
+            || key < query.start_key.as_str()
+            || (!query.end_key.is_empty() && key >= query.end_key.as_str())
+            || previous.is_some_and(|p| key <= p)
+        {
+            return false;
+        }
+        previous = Some(key);
+    }
+    true
+}
+
+/// An endorsement whose identity checked out, awaiting its signature check.
+struct Candidate {
+    identity: VerifiedIdentity,
+    signature: Signature,
+    message: Vec<u8>,
+}
+
+/// The distinct endorsers (first occurrence of each certificate wins) whose identity
+/// deserializes through the channel's MSPs at `now_unix` and whose `Domain::Endorsement`
+/// signature over `payload ‖ endorser` verifies. Invalid endorsements are dropped, as Fabric.
+///
+/// **Batched:** all endorsement signatures of one transaction that survive the identity and
+/// signature-length checks are verified together with `ed25519_dalek::verify_batch` (one
+/// multi-scalar multiplication instead of one per signature). If the batch fails, each is
+/// verified on its own with `verify_strict` to find the bad ones; a lone signature is verified
+/// on its own. Keys of small order (`is_weak`, which `verify_strict` refuses) are dropped
+/// before batching. The batch's random coefficients come from a transcript of its inputs
+/// (ed25519-dalek 2.x), so every peer reaches the same answer for the same transaction.
+/// Residual difference from `verify_strict`: a signature built by the key holder with a
+/// torsion component in R or in the key may pass the (cofactorless) batch equation while
+/// `verify_strict` refuses it; it cannot be produced without the private key.
+///
+/// **Not batched:** the creator's envelope signature. [`verify_envelope`] checks it as the
+/// last of its checks and is the one definition of a valid envelope; putting it in the batch
+/// would mean re-implementing those checks here.
+///
+/// [`verify_envelope`]: shared_proto::envelope::verify_envelope
+pub(super) fn valid_endorsers(
+    channel: &Channel,
+    payload: &[u8],
+    endorsements: &[Endorsement],
+    now_unix: i64,
+) -> Vec<Signer> {
+    let mut candidates = Vec::with_capacity(endorsements.len());
+    for endorsement in endorsements {
+        let Ok(identity) = channel
+            .msps()
+            .deserialize_identity(&endorsement.endorser, now_unix)
+        else {
+            continue;
+        };
+        let Ok(signature) = signing::parse_signature(&endorsement.signature) else {
+            continue;
+        };
+        if identity.public_key.is_weak() {
+            continue;
+        }
+        let message = signing::message(Domain::Endorsement, &[payload, &endorsement.endorser]);
+        candidates.push(Candidate {
+            identity,
+            signature,
+            message,
+        });
+    }
+    let all_valid = candidates.len() > 1 && batch_verifies(&candidates);
+    let mut signers: Vec<Signer> = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        if !all_valid
+            && c.identity
+                .public_key
+                .verify_strict(&c.message, &c.signature)
+                .is_err()
+        {
+            continue;
+        }
+        if signers.iter().any(|s| s.id == c.identity.id) {
+            continue;
+        }
+        signers.push(Signer {
+            id: c.identity.id,
+            msp_id: c.identity.msp_id,
+            role: c.identity.role,
+        });
+    }
+    signers
+}
+
+fn batch_verifies(candidates: &[Candidate]) -> bool {
+    let messages: Vec<&[u8]> = candidates.iter().map(|c| c.message.as_slice()).collect();
+    let signatures: Vec<Signature> = candidates.iter().map(|c| c.signature).collect();
+    let keys: Vec<VerifyingKey> = candidates.iter().map(|c| c.identity.public_key).collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+}
