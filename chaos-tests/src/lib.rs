@@ -1,5 +1,10 @@
-//! Chaos harness, dev network and benchmarks (the cluster launcher, fault injection, workload
-//! and invariant checkers arrive with their issues).
+//! Dev network, chaos harness and benchmarks.
 //!
-//! Today: the `devnet` binary's `generate` command, which writes a network's material from a
-//! spec file (see `shared_proto::material`).
+//! - `devnet` binary: generates a network's material, runs every node as a process, drives a
+//!   token-transfer workload through the SDK and reports what happened ([`launcher`]).
+//! - `bench` binary: benchmarks with the box's raw limits measured in the same run.
+//!
+//! The fault-injection harness (kill, pause, partition under load, invariant checkers) comes
+//! with the chaos issue.
+
+pub mod launcher;

@@ -24,6 +24,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .with_state(registry);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -55,6 +56,30 @@ async fn readyz(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n") + "\n")
     }
+}
+
+/// Per channel: height, last block's header hash (hex), Raft leader, pending envelopes.
+async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut channels = serde_json::Map::new();
+    for (id, ch) in &registry.channels {
+        let height = ch.store.height();
+        let last_hash = height
+            .checked_sub(1)
+            .and_then(|n| ch.store.get(n).ok().flatten())
+            .and_then(|b| shared_proto::block::header_hash(&b).ok())
+            .map(hex::encode)
+            .unwrap_or_default();
+        channels.insert(
+            id.clone(),
+            serde_json::json!({
+                "height": height,
+                "last_block_hash": last_hash,
+                "leader": ch.leader(),
+                "pending": ch.status.borrow().pending,
+            }),
+        );
+    }
+    axum::Json(serde_json::json!({ "node_id": registry.node_id, "channels": channels }))
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {

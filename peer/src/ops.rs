@@ -25,6 +25,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .with_state(registry);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -50,6 +51,27 @@ async fn readyz(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n") + "\n")
     }
+}
+
+/// Per channel: height, last block's header hash and the state hash (hex), so operators and
+/// tools can compare peers.
+async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut channels = serde_json::Map::new();
+    for (id, ch) in &registry.channels {
+        let ledger = ch.ledger.clone();
+        let view = tokio::task::spawn_blocking(move || {
+            let hash = |h: Option<[u8; 32]>| h.map(hex::encode).unwrap_or_default();
+            serde_json::json!({
+                "height": ledger.height(),
+                "last_block_hash": hash(ledger.last_block_hash().ok().flatten()),
+                "state_hash": hash(ledger.state_hash().ok()),
+            })
+        })
+        .await
+        .unwrap_or_default();
+        channels.insert(id.clone(), view);
+    }
+    axum::Json(serde_json::json!({ "channels": channels }))
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
