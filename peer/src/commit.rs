@@ -12,6 +12,7 @@ use shared_proto::block;
 use shared_proto::block::BlockError;
 use shared_proto::block::Expected;
 use shared_proto::channel::Channel;
+use shared_proto::msp::ANY_TIME;
 use shared_proto::pb::common::Block;
 use shared_proto::pb::tx::TxValidationCode;
 
@@ -94,7 +95,17 @@ impl Committer {
 
     /// Verifies, validates and commits `block`, which must be the next block. Blocking (CPU
     /// and storage): call it from a blocking thread.
-    pub fn process(&self, mut block: Block, now_unix: i64) -> Result<Committed, CommitError> {
+    ///
+    /// Certificates are checked for chain and role but not for their validity window
+    /// ([`ANY_TIME`]): every peer must reach the same verdict on a block whenever it validates
+    /// it (a peer catching up a year later included). Expiry is enforced where time is
+    /// meaningful: by orderers at Broadcast and by endorsers.
+    pub fn process(&self, block: Block) -> Result<Committed, CommitError> {
+        self.process_at(block, ANY_TIME)
+    }
+
+    /// As [`Committer::process`], with certificate validity checked at `now_unix` (tests).
+    pub fn process_at(&self, mut block: Block, now_unix: i64) -> Result<Committed, CommitError> {
         let expected = Expected {
             number: self.ledger.height(),
             previous_hash: self.ledger.last_block_hash()?,

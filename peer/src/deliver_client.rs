@@ -139,7 +139,7 @@ async fn session(
             continue;
         }
         let c = committer.clone();
-        let result = tokio::task::spawn_blocking(move || c.process(block, clock())).await;
+        let result = tokio::task::spawn_blocking(move || c.process(block)).await;
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(e @ CommitError::Refused(_))) => {

@@ -313,6 +313,7 @@ impl Gateway {
         let transaction = Transaction {
             proposal_response_payload: payload.unwrap_or_default(),
             endorsements,
+            proposal: signed.proposal_bytes,
         };
         let env = envelope::create_signed_envelope(
             &self.identity,

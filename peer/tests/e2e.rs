@@ -180,7 +180,7 @@ fn forged_blocks_are_refused_and_not_committed() {
     let peer_id = net.peer(0).registry.identity.clone();
     let mut forged = block::new_block(height, prev.to_vec(), vec![b"forged".to_vec()], 0);
     block::sign_block(&mut forged, CHANNEL, &peer_id);
-    let err = channel.committer.process(forged, now_unix()).unwrap_err();
+    let err = channel.committer.process(forged).unwrap_err();
     assert!(
         matches!(err, peer::commit::CommitError::Refused(_)),
         "{err}"
@@ -188,7 +188,7 @@ fn forged_blocks_are_refused_and_not_committed() {
     // Wrong previous hash, even if it carried a real orderer's signature it could not link.
     let mut unlinked = block::new_block(height, vec![7; 32], vec![b"x".to_vec()], 0);
     block::sign_block(&mut unlinked, CHANNEL, &peer_id);
-    let err = channel.committer.process(unlinked, now_unix()).unwrap_err();
+    let err = channel.committer.process(unlinked).unwrap_err();
     assert!(
         matches!(err, peer::commit::CommitError::Refused(_)),
         "{err}"

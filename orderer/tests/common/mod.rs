@@ -86,6 +86,26 @@ fn free_listener() -> StdListener {
     StdListener::bind("127.0.0.1:0").unwrap()
 }
 
+/// Listeners bound while the cluster was planned, kept until their node first starts, so
+/// parallel tests can never be handed the same port.
+static RESERVED: std::sync::Mutex<BTreeMap<u16, StdListener>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The reserved listener for `port`, or a fresh bind (restarts).
+async fn listen(port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let reserved = RESERVED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&port);
+    match reserved {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)
+        }
+        None => tokio::net::TcpListener::bind(("127.0.0.1", port)).await,
+    }
+}
+
 /// One orderer: its config, listeners kept bound while stopped, and its runtime while running.
 pub struct TestNode {
     pub config: OrdererConfig,
@@ -195,7 +215,14 @@ impl TestCluster {
                 ports: (p.client, p.cluster, p.ops),
             });
         }
-        drop(held);
+        {
+            let mut reserved = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
+            for (a, b, c) in held {
+                for l in [a, b, c] {
+                    reserved.insert(l.local_addr()?.port(), l);
+                }
+            }
+        }
         let mut cluster = TestCluster {
             dir,
             generated,
@@ -259,13 +286,10 @@ fn start_on_thread(n: &mut TestNode, i: usize) -> anyhow::Result<()> {
             let (c, k, o) = n.ports;
             let config = n.config.clone();
             let result = runtime.block_on(async move {
-                let bind = |port: u16| async move {
-                    tokio::net::TcpListener::bind(("127.0.0.1", port)).await
-                };
                 let listeners = Listeners {
-                    client: bind(c).await?,
-                    cluster: bind(k).await?,
-                    ops: bind(o).await?,
+                    client: listen(c).await?,
+                    cluster: listen(k).await?,
+                    ops: listen(o).await?,
                 };
                 Node::start(&config, listeners)
                     .await

@@ -232,10 +232,30 @@ impl TxBuilder {
         shared_proto::hash::tx_id(&self.nonce, self.creator.serialized())
     }
 
+    /// The encoded proposal the endorsers answered (same nonce and creator as the envelope).
+    pub(crate) fn proposal(&self) -> Vec<u8> {
+        shared_proto::pb::tx::Proposal {
+            header: Some(shared_proto::pb::common::Header {
+                channel_header: Some(shared_proto::pb::common::ChannelHeader {
+                    r#type: HeaderType::EndorserTransaction as i32,
+                    channel_id: CHANNEL.to_owned(),
+                    tx_id: self.tx_id(),
+                    timestamp_unix_ms: (NOW as u64) * 1000,
+                }),
+                signature_header: Some(shared_proto::pb::common::SignatureHeader {
+                    creator: self.creator.serialized().to_vec(),
+                    nonce: self.nonce.clone(),
+                }),
+            }),
+            invocation: None,
+        }
+        .encode_to_vec()
+    }
+
     /// The encoded `ProposalResponsePayload` every endorser signs.
     pub(crate) fn payload(&self) -> Vec<u8> {
         ProposalResponsePayload {
-            proposal_hash: shared_proto::hash::sha256(&self.nonce).to_vec(),
+            proposal_hash: shared_proto::hash::proposal_hash(&self.proposal()).to_vec(),
             action: Some(ChaincodeAction {
                 chaincode_id: Some(ChaincodeId {
                     name: self.chaincode.clone(),
@@ -264,6 +284,7 @@ impl TxBuilder {
         Transaction {
             proposal_response_payload: payload,
             endorsements,
+            proposal: self.proposal(),
         }
     }
 

@@ -281,10 +281,13 @@ fn header_problems_get_their_codes() {
     let n = nonce();
     let right_id = shared_proto::hash::tx_id(&n, k.client.serialized());
     let endorser = HeaderType::EndorserTransaction as i32;
+    // The endorsed proposal must be this envelope's (same nonce, so same tx id).
+    let mut same_nonce = TxBuilder::token(write_a());
+    same_nonce.nonce = n.clone();
     let ok = signed_payload(
         &k.client,
         Some(header(right_id.clone(), endorser, n.clone())),
-        data.clone(),
+        same_nonce.transaction().encode_to_vec(),
     );
     assert_eq!(code_of(ok), Code::Valid);
     let bad_id = signed_payload(
@@ -360,6 +363,7 @@ fn transaction_and_action_problems_get_their_codes() {
     let bad_prp = Transaction {
         proposal_response_payload: vec![0xFF, 0xFF],
         endorsements: b.transaction().endorsements,
+        proposal: Vec::new(),
     };
     assert_eq!(with_data(bad_prp.encode_to_vec()), Code::BadResponsePayload);
     let no_action = ProposalResponsePayload {
@@ -370,6 +374,7 @@ fn transaction_and_action_problems_get_their_codes() {
     let no_action = Transaction {
         endorsements: vec![endorse(&k.org1_peers[0], &no_action)],
         proposal_response_payload: no_action,
+        proposal: Vec::new(),
     };
     assert_eq!(with_data(no_action.encode_to_vec()), Code::NilTxaction);
     let mut tx = b.transaction();
@@ -509,4 +514,30 @@ fn every_single_byte_corruption_of_a_valid_envelope_is_refused() {
         assert_ne!(*code, Code::Valid, "flipping byte {i} went unnoticed");
     }
     assert_eq!(out.writes.len(), 1);
+}
+
+#[test]
+fn endorsed_result_rewrapped_into_another_transaction_is_refused() {
+    let original = TxBuilder::token(write_a());
+    assert_eq!(code_of(original.build()), Code::Valid);
+    // Someone takes the endorsed transaction and wraps it in their own envelope (new nonce,
+    // so a new tx id): the proposal inside names the original tx id.
+    let mut thief = TxBuilder::token(write_a());
+    thief.nonce = nonce();
+    let stolen = thief.envelope_of(&original.transaction());
+    assert_eq!(code_of(stolen.encode_to_vec()), Code::BadProposalTxid);
+    // A proposal that is not the one endorsed (hash mismatch).
+    let mut tx = original.transaction();
+    tx.proposal = TxBuilder::token(write_a()).proposal();
+    assert_eq!(
+        code_of(original.envelope_of(&tx).encode_to_vec()),
+        Code::InvalidEndorserTransaction
+    );
+    // No proposal at all.
+    let mut tx = original.transaction();
+    tx.proposal.clear();
+    assert_eq!(
+        code_of(original.envelope_of(&tx).encode_to_vec()),
+        Code::InvalidEndorserTransaction
+    );
 }

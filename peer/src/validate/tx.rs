@@ -14,9 +14,11 @@
 //!
 //! Endorsement signatures are checked by [`valid_endorsers`]: see there for what is batched.
 //!
-//! Not checked here, because the protocol carries nothing to check it against:
-//! `ProposalResponsePayload.proposal_hash` (the transaction does not include the proposal, so
-//! the endorsed action is not bound to this envelope's tx id).
+//! The endorsed result is bound to this envelope: the transaction carries the proposal the
+//! endorsers answered; its hash must be the payload's `proposal_hash`, and its tx id, channel
+//! and creator must be the envelope's (else `INVALID_ENDORSER_TRANSACTION`, or
+//! `BAD_PROPOSAL_TXID` for another tx id), so nobody can re-wrap someone else's endorsed
+//! writes into a new transaction.
 
 use std::collections::HashSet;
 
@@ -130,6 +132,7 @@ fn check_endorser_tx(
     let payload = ProposalResponsePayload::decode(tx.proposal_response_payload.as_slice())
         .map_err(|_| Code::BadResponsePayload)?;
     let action = payload.action.ok_or(Code::NilTxaction)?;
+    check_proposal(envelope, &tx.proposal, &payload.proposal_hash)?;
     let chaincode = action.chaincode_id.unwrap_or_default();
     let definition = channel
         .chaincode(&chaincode.name)
@@ -154,6 +157,35 @@ fn check_endorser_tx(
         Ok(false) => Err(Code::EndorsementPolicyFailure),
         Err(_) => Err(Code::InvalidChaincode),
     }
+}
+
+/// The proposal in the transaction is the one endorsed, and it is this envelope's.
+fn check_proposal(
+    envelope: &VerifiedEnvelope,
+    proposal: &[u8],
+    proposal_hash: &[u8],
+) -> Result<(), Code> {
+    if shared_proto::hash::proposal_hash(proposal).as_slice() != proposal_hash {
+        return Err(Code::InvalidEndorserTransaction);
+    }
+    let proposal = shared_proto::pb::tx::Proposal::decode(proposal)
+        .map_err(|_| Code::InvalidEndorserTransaction)?;
+    let header = proposal.header.ok_or(Code::InvalidEndorserTransaction)?;
+    let ch = header
+        .channel_header
+        .ok_or(Code::InvalidEndorserTransaction)?;
+    let sh = header
+        .signature_header
+        .ok_or(Code::InvalidEndorserTransaction)?;
+    if ch.tx_id != envelope.tx_id {
+        return Err(Code::BadProposalTxid);
+    }
+    if ch.channel_id != envelope.channel_header.channel_id
+        || sh.creator != envelope.signature_header.creator
+    {
+        return Err(Code::InvalidEndorserTransaction);
+    }
+    Ok(())
 }
 
 /// The read/write set rules of the module doc.

@@ -3,6 +3,7 @@
 //! from the generator. Applications use the SDK like any client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
 use std::time::Duration;
 use std::time::Instant;
@@ -30,12 +31,32 @@ pub fn now_unix() -> i64 {
         .as_secs() as i64
 }
 
+/// Ports bound by this process and kept bound until their node takes them over, so parallel
+/// tests can never be handed the same port.
+static RESERVED: std::sync::Mutex<BTreeMap<u16, StdListener>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
 fn port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    RESERVED.lock().unwrap().insert(p, l);
+    p
+}
+
+/// The reserved listener for `addr`'s port as a tokio listener, or a fresh bind (restarts).
+async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let port: u16 = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(0);
+    let reserved = RESERVED.lock().unwrap().remove(&port);
+    match reserved {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            Ok(tokio::net::TcpListener::from_std(l)?)
+        }
+        None => Ok(tokio::net::TcpListener::bind(addr).await?),
+    }
 }
 
 /// A node of either kind running on its own runtime.
@@ -204,7 +225,11 @@ impl TestNet {
         start_on_thread(&mut self.orderers[i], format!("orderer{i}"), || {
             let config = config.clone();
             async move {
-                let listeners = orderer::Listeners::bind(&config).await?;
+                let listeners = orderer::Listeners {
+                    client: listen(&config.listen_address).await?,
+                    cluster: listen(&config.cluster_listen_address).await?,
+                    ops: listen(&config.ops_listen_address).await?,
+                };
                 Ok(orderer::Node::start(&config, listeners).await?)
             }
         })
@@ -215,7 +240,10 @@ impl TestNet {
         start_on_thread(&mut self.peers[i], format!("peer{i}"), || {
             let config = config.clone();
             async move {
-                let listeners = peer::Listeners::bind(&config).await?;
+                let listeners = peer::Listeners {
+                    service: listen(&config.listen_address).await?,
+                    ops: listen(&config.ops_listen_address).await?,
+                };
                 Ok(
                     peer::Node::start(&config, listeners, ChaincodeRegistry::with_samples())
                         .await?,

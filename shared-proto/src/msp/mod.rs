@@ -24,6 +24,7 @@ pub use identity::SigningIdentity;
 pub use membership::Msp;
 pub use membership::MspManager;
 pub use membership::VerifiedIdentity;
+pub use membership::ANY_TIME;
 pub use role::Role;
 pub use role::UnknownRole;
 

@@ -304,3 +304,27 @@ fn pem_round_trip_of_ca_and_keys() {
         Err(MspError::Malformed { .. })
     ));
 }
+
+#[test]
+fn any_time_skips_the_validity_window_but_not_the_chain() {
+    let ca1 = ca("Org1");
+    let mgr = manager(&[("Org1MSP", &ca1)]);
+    let expired = ca1
+        .issue(
+            "old",
+            Usage::Signing(Role::Client),
+            &[],
+            Validity {
+                not_before_unix: NOW - 100_000,
+                not_after_unix: NOW - 10,
+            },
+        )
+        .unwrap();
+    assert!(mgr.validate("Org1MSP", &expired.cert_der, NOW).is_err());
+    assert!(mgr.validate("Org1MSP", &expired.cert_der, ANY_TIME).is_ok());
+    let foreign = member(&ca("Org1"), "x", Role::Client);
+    assert!(matches!(
+        mgr.validate("Org1MSP", &foreign.cert_der, ANY_TIME),
+        Err(MspError::UntrustedIssuer { .. })
+    ));
+}
