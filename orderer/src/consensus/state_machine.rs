@@ -2,11 +2,13 @@
 //! the blocks it cuts.
 //!
 //! State = chain tip (next block number, previous hash), pending envelopes, the retry window
-//! ([`super::dedup`]), last applied log id and membership. One apply writes the blocks it cut,
-//! their tx-id index entries and the new state in one atomic fjall batch. The state is made durable (fsync) before a snapshot is handed to
-//! Raft, and Raft purges its log only after a snapshot, so a state machine rolled back by a
-//! crash always finds the entries to re-apply. Re-applying cuts byte-identical blocks (Ed25519
-//! signatures are deterministic).
+//! ([`super::dedup`]), last applied log id and membership. One apply writes the blocks it cut
+//! and their tx-id index entries in one atomic fjall batch; the state itself is persisted only
+//! as snapshots (it holds up to 2 MiB of pending envelopes and the retry window, too much to
+//! rewrite on every apply). On restart the state machine resumes from its latest snapshot and
+//! Raft re-applies the entries after it: Raft purges its log only below a snapshot that is
+//! durable (fsync), so the entries are always there, and re-applying cuts byte-identical
+//! blocks (Ed25519 signatures are deterministic).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -45,7 +47,6 @@ use crate::block_store::BlockStoreError;
 use crate::cutter::BatchLimits;
 use crate::cutter::BlockCutter;
 
-const STATE: &[u8] = b"state";
 const SNAPSHOT: &[u8] = b"snapshot";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
@@ -131,10 +132,19 @@ impl StateMachine {
     ) -> std::result::Result<Self, BlockStoreError> {
         let db = store.database().clone();
         let meta = db.keyspace(&format!("sm.{channel_id}"), KeyspaceCreateOptions::default)?;
-        let state = match meta.get(STATE)? {
-            Some(bytes) => decode(&bytes).map_err(|e| BlockStoreError::Corrupt {
+        // The durable state is the latest snapshot; Raft re-applies the entries after it (they
+        // are never purged before a snapshot covers them), re-cutting byte-identical blocks.
+        let stored: Option<StoredSnapshot> = match meta.get(SNAPSHOT)? {
+            Some(bytes) => Some(decode(&bytes).map_err(|e| BlockStoreError::Corrupt {
                 number: 0,
-                reason: format!("state machine state: {e}"),
+                reason: format!("state machine snapshot: {e}"),
+            })?),
+            None => None,
+        };
+        let state = match stored {
+            Some(stored) => decode(&stored.data).map_err(|e| BlockStoreError::Corrupt {
+                number: 0,
+                reason: format!("state machine snapshot data: {e}"),
             })?,
             None => {
                 let tip = block::header_hash(genesis).map_err(|e| BlockStoreError::Corrupt {
@@ -180,12 +190,6 @@ impl StateMachine {
         self.store.stage(wb, number, &b);
         self.state.next_block += 1;
         self.state.tip_hash = hash;
-    }
-
-    fn persist_state(&self, wb: &mut fjall::OwnedWriteBatch) -> Result<()> {
-        let bytes = encode(&self.state).map_err(sm_write)?;
-        wb.insert(&self.meta, STATE, bytes);
-        Ok(())
     }
 }
 
@@ -241,9 +245,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             responses.push(response);
         }
-        self.persist_state(&mut wb)?;
-        wb.commit().map_err(sm_write)?;
-        self.store.advance().map_err(sm_write)?;
+        if !wb.is_empty() {
+            wb.commit().map_err(sm_write)?;
+            self.store.advance().map_err(sm_write)?;
+        }
         self.status.send_replace(self.state.status());
         Ok(responses)
     }
@@ -274,11 +279,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             data,
         })
         .map_err(sm_write)?;
-        let mut wb = self.db.batch();
         self.state = state;
-        self.persist_state(&mut wb)?;
-        wb.insert(&self.meta, SNAPSHOT, record);
-        wb.commit().map_err(sm_write)?;
+        self.meta.insert(SNAPSHOT, record).map_err(sm_write)?;
         self.db.persist(PersistMode::SyncAll).map_err(sm_write)?;
         tracing::info!(
             channel = %self.channel_id,
@@ -319,8 +321,7 @@ impl std::fmt::Debug for SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        // Everything applied so far, including the state this snapshot describes, becomes
-        // durable before Raft may purge the log below it.
+        // The blocks this state describes become durable before the state does.
         self.db.persist(PersistMode::SyncAll).map_err(sm_write)?;
         let data = encode(&self.state).map_err(sm_write)?;
         let last = self.state.last_applied;
@@ -340,6 +341,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .map_err(sm_write)?;
         self.meta.insert(SNAPSHOT, record).map_err(sm_write)?;
+        // The snapshot is the durable state: it must be on disk before Raft purges below it.
+        self.db.persist(PersistMode::SyncData).map_err(sm_write)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
