@@ -7,4 +7,5 @@
 //! The fault-injection harness (kill, pause, partition under load, invariant checkers) comes
 //! with the chaos issue.
 
+pub mod bench;
 pub mod launcher;

@@ -21,7 +21,7 @@ use shared_proto::pb::orderer::cluster_server::ClusterServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::block_store::BlockStore;
@@ -382,17 +382,18 @@ fn spawn_servers(
     let client = Server::builder()
         .tls_config(tls.server(false))
         .map_err(serve_err)?
-        .tcp_nodelay(true)
         .add_service(health)
         .add_service(broadcast)
         .add_service(AdminServer::new(AdminService {
             registry: registry.clone(),
         }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.client), signal(stop));
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.client).with_nodelay(Some(true)),
+            signal(stop),
+        );
     let cluster = Server::builder()
         .tls_config(tls.server(true))
         .map_err(serve_err)?
-        .tcp_nodelay(true)
         .add_service(
             ClusterServer::new(ClusterService {
                 registry: registry.clone(),
@@ -400,7 +401,10 @@ fn spawn_servers(
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.cluster), signal(stop));
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.cluster).with_nodelay(Some(true)),
+            signal(stop),
+        );
     let ops = ops::serve(listeners.ops, registry.clone(), signal(stop));
     Ok(vec![
         tokio::spawn(async move { client.await.map_err(serve_err) }),

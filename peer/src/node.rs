@@ -19,7 +19,7 @@ use shared_proto::tls::TlsMaterial;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::chaincode::ChaincodeRegistry;
@@ -261,7 +261,6 @@ fn spawn_servers(
     let server = Server::builder()
         .tls_config(tls.server(false))
         .map_err(serve_err)?
-        .tcp_nodelay(true)
         .add_service(health)
         .add_service(
             EndorserServer::new(svc.clone())
@@ -278,7 +277,10 @@ fn spawn_servers(
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.service), signal(stop));
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.service).with_nodelay(Some(true)),
+            signal(stop),
+        );
     let ops = ops::serve(listeners.ops, registry.clone(), signal(stop));
     Ok(vec![
         tokio::spawn(async move { server.await.map_err(serve_err) }),

@@ -198,7 +198,12 @@ impl Ledger {
             return Err(LedgerError::OutOfOrder { number, height });
         }
         let inner = &self.inner;
-        let mut batch = inner.db.batch();
+        // Atomic and durable: fdatasync with the commit (a few hundred µs per block), so an
+        // acknowledged commit event is never lost by a power failure.
+        let mut batch = inner
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncData));
         batch.insert(&inner.blocks, number.to_be_bytes(), block.encode_to_vec());
         let mut seen = std::collections::HashSet::new();
         for (tx_num, (id, code)) in tx_ids.iter().zip(codes).enumerate() {

@@ -1,0 +1,105 @@
+//! `bench`: benchmarks of the real components, with the box's raw limits measured in the same
+//! run. See `chaos_tests::bench` for what each kind measures and how.
+//!
+//! ```sh
+//! cargo run --release -p chaos-tests --bin bench -- validation --out validation.json
+//! cargo run --release -p chaos-tests --bin bench -- ordering --out ordering.json --seconds 5
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use chaos_tests::bench;
+use chaos_tests::bench::RawLimits;
+use clap::Parser;
+use clap::ValueEnum;
+
+/// Benchmarks a Weft component and compares the result with the box's raw limits (Ed25519
+/// verify and batch-verify rates per core, fsync rate), measured in the same run. Prints a
+/// table and writes a JSON report. Build with --release: debug numbers mean nothing.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Args {
+    /// What to benchmark: `validation` (one peer's verify → validate → commit path over
+    /// pre-built blocks of endorsed transactions) or `ordering` (3 in-process orderers under
+    /// Broadcast load, Deliver latency at full and half rate).
+    kind: Kind,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    out: PathBuf,
+    /// Length of each timed phase, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// validation: transactions per block.
+    #[arg(long, default_value_t = 500)]
+    block_size: usize,
+    /// ordering: envelopes outstanding at once in the full-rate (closed-loop) phase.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// ordering: Broadcast streams per orderer (answers on a stream come in order).
+    #[arg(long, default_value_t = 2)]
+    streams_per_node: usize,
+    /// ordering: size of each envelope's body, bytes.
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Directory under which the temporary data directory is created (default: the system
+    /// temp dir). The fsync rate is measured there, so put it on the disk you care about.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    Validation,
+    Ordering,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.seconds.is_finite() && args.seconds > 0.0,
+        "--seconds must be a positive number"
+    );
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if cfg!(debug_assertions) {
+        eprintln!("bench: WARNING: debug build; use --release for meaningful numbers");
+    }
+    let dir = match &args.data_root {
+        Some(root) => tempfile::Builder::new()
+            .prefix("weft-bench-")
+            .tempdir_in(root),
+        None => tempfile::Builder::new().prefix("weft-bench-").tempdir(),
+    }
+    .context("creating the bench's temp dir")?;
+    eprintln!("bench: measuring raw limits in {}", dir.path().display());
+    let raw = RawLimits::measure(&dir.path().join("raw")).context("measuring raw limits")?;
+    let report = match args.kind {
+        Kind::Validation => bench::validation::run(
+            &bench::validation::Options {
+                seconds: args.seconds,
+                block_size: args.block_size,
+            },
+            raw,
+            dir.path(),
+        )
+        .context("validation benchmark")?,
+        Kind::Ordering => bench::ordering::run(
+            &bench::ordering::Options {
+                seconds: args.seconds,
+                in_flight: args.in_flight,
+                streams_per_node: args.streams_per_node,
+                body_bytes: args.body_bytes,
+            },
+            raw,
+            dir.path(),
+        )
+        .context("ordering benchmark")?,
+    };
+    report.emit(&args.out)
+}
