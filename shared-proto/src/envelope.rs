@@ -239,6 +239,43 @@ pub fn verify_envelope(
     envelope: &Envelope,
     now_unix: i64,
 ) -> Result<VerifiedEnvelope, EnvelopeError> {
+    let (verified, pending) = verify_envelope_deferred(channel, envelope, now_unix)?;
+    pending.verify()?;
+    Ok(verified)
+}
+
+/// The creator's envelope signature, parsed but not yet verified.
+#[derive(Debug, Clone)]
+pub struct PendingSignature {
+    pub key: ed25519_dalek::VerifyingKey,
+    /// The exact bytes signed (domain tag ‖ payload).
+    pub message: Vec<u8>,
+    pub signature: ed25519_dalek::Signature,
+    subject: String,
+}
+
+impl PendingSignature {
+    /// Verifies it on its own (strict), with the error [`verify_envelope`] would give.
+    pub fn verify(&self) -> Result<(), EnvelopeError> {
+        self.key
+            .verify_strict(&self.message, &self.signature)
+            .map_err(|_| EnvelopeError::BadSignature {
+                subject: self.subject.clone(),
+                source: SignatureError::Invalid {
+                    domain: Domain::Envelope,
+                },
+            })
+    }
+}
+
+/// Every check of [`verify_envelope`] except the creator's signature, which is returned for
+/// the caller to verify, e.g. in one ed25519 batch with a transaction's endorsements. The
+/// envelope is verified only once that signature is.
+pub fn verify_envelope_deferred(
+    channel: &Channel,
+    envelope: &Envelope,
+    now_unix: i64,
+) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
     if envelope.payload.is_empty() {
         return Err(EnvelopeError::EmptyPayload);
     }
@@ -284,17 +321,19 @@ pub fn verify_envelope(
         .msps()
         .deserialize_identity(&signature_header.creator, now_unix)
         .map_err(EnvelopeError::Creator)?;
-    signing::verify(
-        &creator.public_key,
-        Domain::Envelope,
-        &[&envelope.payload],
-        &envelope.signature,
-    )
-    .map_err(|source| EnvelopeError::BadSignature {
-        subject: creator.common_name.clone(),
-        source,
+    let signature = signing::parse_signature(&envelope.signature).map_err(|source| {
+        EnvelopeError::BadSignature {
+            subject: creator.common_name.clone(),
+            source,
+        }
     })?;
-    Ok(VerifiedEnvelope {
+    let pending = PendingSignature {
+        key: creator.public_key,
+        message: signing::message(Domain::Envelope, &[&envelope.payload]),
+        signature,
+        subject: creator.common_name.clone(),
+    };
+    let verified = VerifiedEnvelope {
         header_type,
         tx_id: channel_header.tx_id.clone(),
         channel_header,
@@ -302,7 +341,8 @@ pub fn verify_envelope(
         creator,
         data: payload.data,
         payload_len: envelope.payload.len(),
-    })
+    };
+    Ok((verified, pending))
 }
 
 #[cfg(test)]
