@@ -41,10 +41,4 @@ impl Registry {
     }
 }
 
-/// The system clock in Unix seconds.
-pub fn system_clock() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use shared_proto::system_clock;

@@ -28,6 +28,15 @@ pub mod seek;
 pub mod signing;
 pub mod tls;
 
+/// The system clock in Unix seconds (0 if it is before 1970). Nodes inject it so tests can
+/// use another.
+pub fn system_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Generated protobuf types and gRPC services, one module per proto package.
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod pb {

@@ -186,11 +186,14 @@ impl OrdererConfig {
     /// [`OrdererConfig::validate`] next.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Self = load_toml(path, Self::ENV_PREFIX, std::env::vars())?;
-        let base = base_dir(path);
-        cfg.data_dir = base.join(&cfg.data_dir);
-        resolve_key_pair(&base, &mut cfg.identity);
-        resolve_tls(&base, &mut cfg.tls);
-        resolve_channels(&base, &mut cfg.channels);
+        let c = &mut cfg;
+        resolve_paths(
+            path,
+            &mut c.data_dir,
+            &mut c.identity,
+            &mut c.tls,
+            &mut c.channels,
+        );
         Ok(cfg)
     }
 
@@ -244,11 +247,14 @@ impl PeerConfig {
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Self = load_toml(path, Self::ENV_PREFIX, std::env::vars())?;
-        let base = base_dir(path);
-        cfg.data_dir = base.join(&cfg.data_dir);
-        resolve_key_pair(&base, &mut cfg.identity);
-        resolve_tls(&base, &mut cfg.tls);
-        resolve_channels(&base, &mut cfg.channels);
+        let c = &mut cfg;
+        resolve_paths(
+            path,
+            &mut c.data_dir,
+            &mut c.identity,
+            &mut c.tls,
+            &mut c.channels,
+        );
         Ok(cfg)
     }
 
@@ -285,6 +291,21 @@ impl PeerConfig {
 
 fn base_dir(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Makes the node's file paths relative to the config file's directory.
+fn resolve_paths(
+    config_path: &Path,
+    data_dir: &mut PathBuf,
+    identity: &mut KeyPairFiles,
+    tls: &mut TlsFiles,
+    channels: &mut [ChannelBootstrap],
+) {
+    let base = base_dir(config_path);
+    *data_dir = base.join(&*data_dir);
+    resolve_key_pair(&base, identity);
+    resolve_tls(&base, tls);
+    resolve_channels(&base, channels);
 }
 
 fn resolve_key_pair(base: &Path, k: &mut KeyPairFiles) {
