@@ -1,7 +1,7 @@
 //! Commit (peer flow: deliver_client -> [verify -> validate -> commit] -> ledger -> events).
 //!
-//! The one path every block takes, whether it came from an orderer or (later) from a fellow
-//! peer by gossip: verify it is the next block (number, previous hash, data hash, orderer
+//! The one path every block takes, whether it came from an orderer or from a fellow peer by
+//! gossip: verify it is the next block (number, previous hash, data hash, orderer
 //! signatures against BlockValidation), validate its transactions, record the codes in its
 //! metadata and commit block + codes + state + index + savepoint in one atomic batch.
 
@@ -27,6 +27,9 @@ pub enum CommitError {
     /// The block is not the valid next block: refused, nothing written. The source is suspect.
     #[error("block refused: {0}")]
     Refused(#[from] BlockError),
+    /// The ledger already holds this block (another source delivered it first): nothing to do.
+    #[error("block {number} is already committed")]
+    AlreadyCommitted { number: u64 },
     /// Storage failed: the peer must stop.
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
@@ -47,6 +50,8 @@ pub struct Committer {
     pub metrics: Arc<Metrics>,
     /// Highest block number + 1 seen from any source (for readiness).
     tip_seen: std::sync::atomic::AtomicU64,
+    /// Orderer deliver and gossip may offer the same block at once: one commits at a time.
+    commit_lock: std::sync::Mutex<()>,
 }
 
 impl Committer {
@@ -56,6 +61,7 @@ impl Committer {
             ledger,
             metrics,
             tip_seen: std::sync::atomic::AtomicU64::new(0),
+            commit_lock: std::sync::Mutex::new(()),
         }
     }
 
@@ -106,6 +112,12 @@ impl Committer {
 
     /// As [`Committer::process`], with certificate validity checked at `now_unix` (tests).
     pub fn process_at(&self, mut block: Block, now_unix: i64) -> Result<Committed, CommitError> {
+        // Poisoning only means another commit panicked; the ledger batch is atomic either way.
+        let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let number = block.header.as_ref().map_or(0, |h| h.number);
+        if number < self.ledger.height() {
+            return Err(CommitError::AlreadyCommitted { number });
+        }
         let expected = Expected {
             number: self.ledger.height(),
             previous_hash: self.ledger.last_block_hash()?,

@@ -141,7 +141,7 @@ async fn session(
         let c = committer.clone();
         let result = tokio::task::spawn_blocking(move || c.process(block)).await;
         match result {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) | Ok(Err(CommitError::AlreadyCommitted { .. })) => {}
             Ok(Err(e @ CommitError::Refused(_))) => {
                 return SessionEnd::Refused(endpoint.to_owned(), e)
             }

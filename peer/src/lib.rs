@@ -1,8 +1,11 @@
 //! The peer: receives blocks, validates and commits them, and serves applications.
 //!
 //! ```text
-//! orderers ─Deliver─▶ [deliver_client] verify block (number, hash chain, data hash,
-//!                        orderer signatures vs BlockValidation), fail over between orderers
+//! orderers ─Deliver─▶ [deliver_client] (on the org's elected leader) fail over between orderers
+//! org peers ─gossip─▶ [gossip] signed membership, push, pull, reorder buffer
+//!                        ▼
+//!                     [commit] verify block (number, hash chain, data hash,
+//!                        orderer signatures vs BlockValidation), same for both sources
 //!                        ▼
 //!                     [validate] per tx in parallel: creator, endorsements, policy;
 //!                        then in order: duplicate tx id, MVCC reads, phantoms
@@ -14,7 +17,7 @@
 //! ```
 //!
 //! Promises: only blocks signed by the orderers per the channel's BlockValidation policy and
-//! linked to the previous block are committed; invalid transactions stay in the block with
+//! linked to the previous block are committed, whichever path brought them; invalid transactions stay in the block with
 //! their code and never change state; a crash never leaves half a block.
 
 pub mod chaincode;
@@ -23,6 +26,7 @@ pub mod commit;
 pub mod deliver_client;
 pub mod endorser;
 pub mod events;
+pub mod gossip;
 pub mod ledger;
 pub mod metrics;
 pub mod node;

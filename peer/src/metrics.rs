@@ -1,5 +1,5 @@
 //! Prometheus metrics of the peer: height, validation and commit time per block, transactions
-//! by validation code.
+//! by validation code, and gossip (members alive, blocks by push and pull, leader, lag, drops).
 
 use std::time::Duration;
 
@@ -22,6 +22,18 @@ pub struct ChannelLabel {
     pub channel: String,
 }
 
+/// How a block reached this peer by gossip (`push` or `pull`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+/// Why a gossip message was dropped.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 /// Every metric the peer exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -31,6 +43,12 @@ pub struct Metrics {
     pub validation_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub blocks_refused: Counter,
+    pub gossip_members_alive: Family<ChannelLabel, Gauge>,
+    pub gossip_blocks_received: Family<SourceLabel, Counter>,
+    pub gossip_leader: Family<ChannelLabel, Gauge>,
+    pub gossip_height_lag: Family<ChannelLabel, Gauge>,
+    pub gossip_dropped: Family<ReasonLabel, Counter>,
+    pub gossip_pull_requests: Counter,
 }
 
 impl Default for Metrics {
@@ -62,8 +80,50 @@ impl Default for Metrics {
             "Blocks refused (bad signature, broken chain)",
             blocks_refused.clone(),
         );
+        let gossip_members_alive = Family::default();
+        let gossip_blocks_received = Family::default();
+        let gossip_leader = Family::default();
+        let gossip_height_lag = Family::default();
+        let gossip_dropped = Family::default();
+        let gossip_pull_requests = Counter::default();
+        registry.register(
+            "gossip_pull_requests",
+            "State requests sent to fellow peers",
+            gossip_pull_requests.clone(),
+        );
+        registry.register(
+            "gossip_members_alive",
+            "Org peers heard from within the alive expiry",
+            gossip_members_alive.clone(),
+        );
+        registry.register(
+            "gossip_blocks_received",
+            "Blocks committed after arriving by gossip, by push or pull",
+            gossip_blocks_received.clone(),
+        );
+        registry.register(
+            "gossip_leader",
+            "1 while this peer pulls the channel from the orderers",
+            gossip_leader.clone(),
+        );
+        registry.register(
+            "gossip_height_lag",
+            "Blocks this peer is behind the highest org peer it hears from",
+            gossip_height_lag.clone(),
+        );
+        registry.register(
+            "gossip_dropped",
+            "Gossip messages dropped, by reason",
+            gossip_dropped.clone(),
+        );
         Metrics {
             registry,
+            gossip_members_alive,
+            gossip_blocks_received,
+            gossip_leader,
+            gossip_height_lag,
+            gossip_dropped,
+            gossip_pull_requests,
             height,
             transactions,
             validation_seconds,
@@ -89,6 +149,42 @@ impl Metrics {
         }
         self.validation_seconds.observe(validation.as_secs_f64());
         self.commit_seconds.observe(commit.as_secs_f64());
+    }
+
+    /// Counts a dropped gossip message.
+    pub fn gossip_drop(&self, reason: &str) {
+        self.gossip_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Gossip counter value by reason (tests and status).
+    pub fn gossip_dropped_count(&self, reason: &str) -> u64 {
+        self.gossip_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .get()
+    }
+
+    /// Counts a block committed after arriving by gossip.
+    pub fn gossip_received(&self, source: &str) {
+        self.gossip_blocks_received
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Blocks committed after arriving by `source` (`push` or `pull`).
+    pub fn gossip_received_count(&self, source: &str) -> u64 {
+        self.gossip_blocks_received
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .get()
     }
 
     pub fn channel(channel: &str) -> ChannelLabel {

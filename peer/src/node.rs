@@ -1,6 +1,6 @@
-//! Wiring: opens the ledger of every joined channel, commits its genesis block, starts the
-//! deliver client (for peers configured to connect to the orderers), the gRPC services and
-//! the ops endpoint; shuts them down in order.
+//! Wiring: opens the ledger of every joined channel, commits its genesis block, starts gossip
+//! (which runs the deliver client while this peer leads its org), the gRPC services, the
+//! gossip listener (mutual TLS) and the ops endpoint; shuts them down in order.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ use crate::channels::system_clock;
 use crate::channels::PeerChannel;
 use crate::channels::Registry;
 use crate::commit::Committer;
-use crate::deliver_client;
+use crate::gossip::Gossip;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::ops;
@@ -64,6 +64,7 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct Listeners {
     pub service: TcpListener,
+    pub gossip: TcpListener,
     pub ops: TcpListener,
 }
 
@@ -80,6 +81,7 @@ impl Listeners {
         }
         Ok(Listeners {
             service: one("listen_address", &config.listen_address).await?,
+            gossip: one("gossip_listen_address", &config.gossip_listen_address).await?,
             ops: one("ops_listen_address", &config.ops_listen_address).await?,
         })
     }
@@ -88,7 +90,9 @@ impl Listeners {
 /// A running peer.
 pub struct Node {
     pub registry: Arc<Registry>,
+    pub gossip: Gossip,
     pub service_addr: SocketAddr,
+    pub gossip_addr: SocketAddr,
     pub ops_addr: SocketAddr,
     db: Database,
     stop: watch::Sender<bool>,
@@ -171,25 +175,15 @@ impl Node {
             metrics,
             clock: system_clock,
         });
-        let (fatal_tx, fatal) = tokio::sync::mpsc::channel(registry.channels.len().max(1));
-        let mut background = Vec::new();
-        if config.gossip.orderer_connected {
-            for channel in registry.channels.values() {
-                let (committer, identity, tls, fatal_tx) = (
-                    channel.committer.clone(),
-                    identity.clone(),
-                    tls.clone(),
-                    fatal_tx.clone(),
-                );
-                let id = channel.id.clone();
-                background.push(tokio::spawn(async move {
-                    let e = deliver_client::run(committer, identity, tls, system_clock).await;
-                    let _ = fatal_tx.send(format!("channel {id}: {e}")).await;
-                }));
-            }
-        }
+        // Each channel reports at most twice (gossip commit loop, deliver client).
+        let (fatal_tx, fatal) = tokio::sync::mpsc::channel(2 * registry.channels.len().max(1));
+        let (gossip, background) = Gossip::start(config, &registry, tls.clone(), fatal_tx);
         let service_addr = listeners
             .service
+            .local_addr()
+            .map_err(|e| NodeError::Serve(e.to_string()))?;
+        let gossip_addr = listeners
+            .gossip
             .local_addr()
             .map_err(|e| NodeError::Serve(e.to_string()))?;
         let ops_addr = listeners
@@ -197,11 +191,13 @@ impl Node {
             .local_addr()
             .map_err(|e| NodeError::Serve(e.to_string()))?;
         let (stop, _) = watch::channel(false);
-        let servers = spawn_servers(&registry, &tls, listeners, &stop)?;
-        tracing::info!(peer = %config.name, msp = %config.msp_id, %service_addr, %ops_addr, "peer started");
+        let servers = spawn_servers(&registry, &gossip, &tls, listeners, &stop)?;
+        tracing::info!(peer = %config.name, msp = %config.msp_id, %service_addr, %gossip_addr, %ops_addr, "peer started");
         Ok(Node {
             registry,
+            gossip,
             service_addr,
+            gossip_addr,
             ops_addr,
             db,
             stop,
@@ -230,6 +226,7 @@ impl Node {
         for task in &self.background {
             task.abort();
         }
+        self.gossip.stop();
         self.db
             .persist(fjall::PersistMode::SyncAll)
             .map_err(|e| NodeError::Storage {
@@ -243,6 +240,7 @@ impl Node {
 
 fn spawn_servers(
     registry: &Arc<Registry>,
+    gossip: &Gossip,
     tls: &TlsMaterial,
     listeners: Listeners,
     stop: &watch::Sender<bool>,
@@ -281,9 +279,18 @@ fn spawn_servers(
             TcpIncoming::from(listeners.service).with_nodelay(Some(true)),
             signal(stop),
         );
+    let gossip_server = Server::builder()
+        .tls_config(tls.server(true))
+        .map_err(serve_err)?
+        .add_service(gossip.service())
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.gossip).with_nodelay(Some(true)),
+            signal(stop),
+        );
     let ops = ops::serve(listeners.ops, registry.clone(), signal(stop));
     Ok(vec![
         tokio::spawn(async move { server.await.map_err(serve_err) }),
+        tokio::spawn(async move { gossip_server.await.map_err(serve_err) }),
         tokio::spawn(async move { ops.await.map_err(|e| NodeError::Serve(e.to_string())) }),
     ])
 }

@@ -9,88 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::workload::*;
 use common::*;
 use peer::sdk::Gateway;
 use shared_proto::block;
 use shared_proto::pb::tx::TxValidationCode;
-use tokio::sync::Semaphore;
-
-const WAIT: Duration = Duration::from_secs(120);
-
-fn arg(s: impl ToString) -> Vec<u8> {
-    s.to_string().into_bytes()
-}
-
-async fn mint(gw: &Gateway, accounts: usize, amount: u64) {
-    for a in 0..accounts {
-        let r = gw
-            .submit("token", "mint", &[arg(format!("acct{a}")), arg(amount)])
-            .await
-            .unwrap();
-        assert_eq!(r.code, TxValidationCode::Valid, "mint acct{a}");
-    }
-}
-
-/// Sends `count` transfers between `accounts` accounts from `workers` concurrent clients;
-/// returns the codes.
-async fn transfers(
-    gw: Arc<Gateway>,
-    count: usize,
-    accounts: usize,
-    workers: usize,
-) -> Vec<Result<TxValidationCode, String>> {
-    let limit = Arc::new(Semaphore::new(workers));
-    let mut tasks = Vec::new();
-    for i in 0..count {
-        let (gw, permit) = (gw.clone(), limit.clone().acquire_owned().await.unwrap());
-        tasks.push(tokio::spawn(async move {
-            let from = format!("acct{}", i % accounts);
-            let to = format!("acct{}", (i * 7 + 3) % accounts);
-            let to = if to == from {
-                format!("acct{}", (i + 1) % accounts)
-            } else {
-                to
-            };
-            let r = gw
-                .submit("token", "transfer", &[arg(from), arg(to), arg(1 + i % 5)])
-                .await;
-            drop(permit);
-            r.map(|s| s.code).map_err(|e| e.to_string())
-        }));
-    }
-    let mut codes = Vec::new();
-    for t in tasks {
-        codes.push(t.await.unwrap());
-    }
-    codes
-}
-
-/// Both peers hold the same chain (header hashes), the same validation codes in every block,
-/// and the same state hash.
-async fn assert_peers_agree(net: &TestNet) {
-    let height = net.orderer_height();
-    net.wait_peers_at(height, WAIT).await.unwrap();
-    let (a, b) = (net.ledger(0), net.ledger(1));
-    assert_eq!(a.height(), b.height());
-    for n in 0..a.height() {
-        let (ba, bb) = (a.block(n).unwrap().unwrap(), b.block(n).unwrap().unwrap());
-        assert_eq!(
-            block::header_hash(&ba).unwrap(),
-            block::header_hash(&bb).unwrap(),
-            "block {n}"
-        );
-        assert_eq!(
-            block::validation_codes(&ba),
-            block::validation_codes(&bb),
-            "codes of block {n}"
-        );
-    }
-    assert_eq!(
-        a.state_hash().unwrap(),
-        b.state_hash().unwrap(),
-        "state hashes differ"
-    );
-}
 
 #[test]
 fn thousand_token_transfers_commit_identically_on_both_orgs_peers() {

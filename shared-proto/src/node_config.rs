@@ -142,6 +142,121 @@ pub struct GossipSettings {
     pub orderer_connected: bool,
     /// The address other peers use to reach this peer's gossip listener.
     pub external_endpoint: String,
+    /// `None` (default): leader elected among the org's orderer-connected peers (highest
+    /// height wins). `Some(true)`: always pull from the orderers; `Some(false)`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_leader: Option<bool>,
+    /// Peers a committed block is pushed to.
+    #[serde(default = "gossip_defaults::fanout")]
+    pub fanout: usize,
+    /// Alive messages are sent this often.
+    #[serde(default = "gossip_defaults::heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A member not heard from for this long is dropped (re-added when it speaks again).
+    #[serde(default = "gossip_defaults::alive_expiry_ms")]
+    pub alive_expiry_ms: u64,
+    /// Heights are compared and missing blocks pulled at least this often.
+    #[serde(default = "gossip_defaults::pull_interval_ms")]
+    pub pull_interval_ms: u64,
+    /// Blocks asked for in one pull request.
+    #[serde(default = "gossip_defaults::pull_batch_blocks")]
+    pub pull_batch_blocks: u64,
+    /// A leader this many blocks behind another orderer-connected peer hands over.
+    #[serde(default = "gossip_defaults::election_lag_blocks")]
+    pub election_lag_blocks: u64,
+}
+
+/// Defaults of the gossip tunables.
+pub mod gossip_defaults {
+    pub fn fanout() -> usize {
+        3
+    }
+    pub fn heartbeat_ms() -> u64 {
+        1000
+    }
+    pub fn alive_expiry_ms() -> u64 {
+        5000
+    }
+    pub fn pull_interval_ms() -> u64 {
+        1000
+    }
+    pub fn pull_batch_blocks() -> u64 {
+        32
+    }
+    pub fn election_lag_blocks() -> u64 {
+        10
+    }
+}
+
+impl Default for GossipSettings {
+    fn default() -> Self {
+        GossipSettings {
+            bootstrap: Vec::new(),
+            orderer_connected: true,
+            external_endpoint: String::new(),
+            static_leader: None,
+            fanout: gossip_defaults::fanout(),
+            heartbeat_ms: gossip_defaults::heartbeat_ms(),
+            alive_expiry_ms: gossip_defaults::alive_expiry_ms(),
+            pull_interval_ms: gossip_defaults::pull_interval_ms(),
+            pull_batch_blocks: gossip_defaults::pull_batch_blocks(),
+            election_lag_blocks: gossip_defaults::election_lag_blocks(),
+        }
+    }
+}
+
+impl GossipSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        non_empty("gossip.external_endpoint", &self.external_endpoint)?;
+        for (i, b) in self.bootstrap.iter().enumerate() {
+            if !b.contains(':') {
+                return Err(invalid(
+                    &format!("gossip.bootstrap[{i}]"),
+                    format!("{b:?} is not host:port"),
+                ));
+            }
+        }
+        if self.static_leader == Some(true) && !self.orderer_connected {
+            return Err(invalid(
+                "gossip.static_leader",
+                "true needs gossip.orderer_connected = true".to_owned(),
+            ));
+        }
+        if !(1..=16).contains(&self.fanout) {
+            return Err(invalid(
+                "gossip.fanout",
+                format!("{} is not within 1..=16", self.fanout),
+            ));
+        }
+        if self.heartbeat_ms < 50 {
+            return Err(invalid(
+                "gossip.heartbeat_ms",
+                format!("{} is below 50", self.heartbeat_ms),
+            ));
+        }
+        if self.alive_expiry_ms < 2 * self.heartbeat_ms {
+            return Err(invalid(
+                "gossip.alive_expiry_ms",
+                format!(
+                    "{} is below twice gossip.heartbeat_ms ({})",
+                    self.alive_expiry_ms, self.heartbeat_ms
+                ),
+            ));
+        }
+        if self.pull_interval_ms < 10 {
+            return Err(invalid(
+                "gossip.pull_interval_ms",
+                format!("{} is below 10", self.pull_interval_ms),
+            ));
+        }
+        if !(1..=512).contains(&self.pull_batch_blocks) {
+            return Err(invalid(
+                "gossip.pull_batch_blocks",
+                format!("{} is not within 1..=512", self.pull_batch_blocks),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One peer node (`peer start --config peer.toml`).
@@ -266,7 +381,7 @@ impl PeerConfig {
         socket_addr("gossip_listen_address", &self.gossip_listen_address)?;
         socket_addr("ops_listen_address", &self.ops_listen_address)?;
         common_files(&self.identity, &self.tls, &self.channels)?;
-        non_empty("gossip.external_endpoint", &self.gossip.external_endpoint)?;
+        self.gossip.validate()?;
         for (i, cc) in self.external_chaincodes.iter().enumerate() {
             non_empty(&format!("external_chaincodes[{i}].name"), &cc.name)?;
             non_empty(&format!("external_chaincodes[{i}].version"), &cc.version)?;
@@ -274,14 +389,6 @@ impl PeerConfig {
                 return Err(invalid(
                     &format!("external_chaincodes[{i}].address"),
                     format!("{:?} is not host:port", cc.address),
-                ));
-            }
-        }
-        for (i, b) in self.gossip.bootstrap.iter().enumerate() {
-            if !b.contains(':') {
-                return Err(invalid(
-                    &format!("gossip.bootstrap[{i}]"),
-                    format!("{b:?} is not host:port"),
                 ));
             }
         }

@@ -22,6 +22,8 @@ pub enum Domain {
     Endorsement,
     /// `MetadataSignature.signature` over [`block_signing_parts`].
     Block,
+    /// `AliveMessage.signature` over `AliveMessage.info` (peer gossip membership).
+    GossipAlive,
 }
 
 impl Domain {
@@ -31,6 +33,7 @@ impl Domain {
             Domain::Proposal => b"weft/proposal/v1\0",
             Domain::Endorsement => b"weft/endorsement/v1\0",
             Domain::Block => b"weft/block/v1\0",
+            Domain::GossipAlive => b"weft/gossip-alive/v1\0",
         }
     }
 }

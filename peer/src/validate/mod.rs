@@ -73,7 +73,7 @@ mod mvcc;
 mod tx;
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -1,7 +1,15 @@
 //! Test network: 3 orderers and peers of two orgs, each node in this process on its own tokio
 //! runtime (so it can be killed abruptly), over real TLS sockets bound on port 0, with material
 //! from the generator. Applications use the SDK like any client.
+//!
+//! With [`Topology::gossip_proxies`], every peer gets its own loopback address (127.0.0.x) and
+//! its gossip endpoint is a [`proxy::Proxy`] in front of its gossip listener, so a test can cut
+//! a peer off from its org (inbound refused, its outbound connections refused by the others'
+//! proxies by source address) and heal it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod proxy;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
@@ -31,26 +39,30 @@ pub fn now_unix() -> i64 {
         .as_secs() as i64
 }
 
-/// Ports bound by this process and kept bound until their node takes them over, so parallel
-/// tests can never be handed the same port.
-static RESERVED: std::sync::Mutex<BTreeMap<u16, StdListener>> =
+/// Addresses bound by this process and kept bound until their node takes them over, so
+/// parallel tests can never be handed the same port. Keyed by `ip:port` (tests with gossip
+/// proxies give each peer its own loopback address, where port numbers repeat).
+static RESERVED: std::sync::Mutex<BTreeMap<String, StdListener>> =
     std::sync::Mutex::new(BTreeMap::new());
 
 fn port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    port_on("127.0.0.1")
+}
+
+fn port_on(ip: &str) -> u16 {
+    let l = StdListener::bind(format!("{ip}:0")).unwrap();
     let p = l.local_addr().unwrap().port();
-    RESERVED.lock().unwrap().insert(p, l);
+    RESERVED.lock().unwrap().insert(format!("{ip}:{p}"), l);
     p
 }
 
-/// The reserved listener for `addr`'s port as a tokio listener, or a fresh bind (restarts).
+fn take_reserved(addr: &str) -> Option<StdListener> {
+    RESERVED.lock().unwrap().remove(addr)
+}
+
+/// The reserved listener for `addr` as a tokio listener, or a fresh bind (restarts).
 async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let port: u16 = addr
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or(0);
-    let reserved = RESERVED.lock().unwrap().remove(&port);
-    match reserved {
+    match take_reserved(addr) {
         Some(l) => {
             l.set_nonblocking(true)?;
             Ok(tokio::net::TcpListener::from_std(l)?)
@@ -123,6 +135,7 @@ where
 }
 
 pub struct TestNet {
+    pub proxies: proxy::Proxies,
     pub dir: tempfile::TempDir,
     pub generated: Generated,
     pub orderer_configs: Vec<OrdererConfig>,
@@ -131,10 +144,36 @@ pub struct TestNet {
     pub peers: Vec<Running<peer::Node>>,
 }
 
+/// Which peers each org has: `true` for a peer configured to connect to the orderers, `false`
+/// for a gossip-only peer.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub org1: Vec<bool>,
+    pub org2: Vec<bool>,
+    pub gossip_proxies: bool,
+    /// Peers (msp, name) not started with the network (tests start them later).
+    pub hold_back: Vec<(&'static str, &'static str)>,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            org1: vec![true],
+            org2: vec![true],
+            gossip_proxies: false,
+            hold_back: Vec::new(),
+        }
+    }
+}
+
 impl TestNet {
     /// 3 orderers; one peer in each of Org1MSP and Org2MSP; channel with `token`
     /// (AND of both orgs' peers) and `kv` (MAJORITY Endorsement).
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(Topology::default())
+    }
+
+    pub fn start_with(topology: Topology) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let orderers = (1..=3)
             .map(|i| OrdererSpec {
@@ -146,18 +185,35 @@ impl TestNet {
                 ops_port: port(),
             })
             .collect();
-        let peer_org = |msp: &str| PeerOrgSpec {
+        let mut next_host = 20u8;
+        let mut peer_org = |msp: &str, peers: &[bool]| PeerOrgSpec {
             msp_id: msp.into(),
-            peers: vec![PeerSpec {
-                name: "peer0".into(),
-                host: "127.0.0.1".into(),
-                port: port(),
-                gossip_port: port(),
-                ops_port: port(),
-                orderer_connected: true,
-            }],
+            peers: peers
+                .iter()
+                .enumerate()
+                .map(|(i, connected)| {
+                    let host = if topology.gossip_proxies {
+                        next_host += 1;
+                        format!("127.0.0.{next_host}")
+                    } else {
+                        "127.0.0.1".to_owned()
+                    };
+                    PeerSpec {
+                        name: format!("peer{i}"),
+                        port: port_on(&host),
+                        gossip_port: port_on(&host),
+                        ops_port: port_on(&host),
+                        host,
+                        orderer_connected: *connected,
+                    }
+                })
+                .collect(),
             users: vec!["User1".into()],
         };
+        let peer_orgs = vec![
+            peer_org("Org1MSP", &topology.org1),
+            peer_org("Org2MSP", &topology.org2),
+        ];
         let spec = NetworkSpec {
             name: "e2e".into(),
             validity_days: 30,
@@ -165,7 +221,7 @@ impl TestNet {
                 msp_id: "OrdererMSP".into(),
                 orderers,
             }],
-            peer_orgs: vec![peer_org("Org1MSP"), peer_org("Org2MSP")],
+            peer_orgs,
             channels: vec![ChannelSpec {
                 id: CHANNEL.into(),
                 orgs: None,
@@ -200,10 +256,25 @@ impl TestNet {
             orderer_configs.push(c);
         }
         let mut peer_configs = Vec::new();
+        let mut proxies = Vec::new();
         for p in &generated.peers {
-            peer_configs.push(PeerConfig::load(&p.config)?);
+            let mut c = PeerConfig::load(&p.config)?;
+            c.gossip.heartbeat_ms = 200;
+            c.gossip.alive_expiry_ms = 1000;
+            c.gossip.pull_interval_ms = 200;
+            c.log.level = "warn".into();
+            if topology.gossip_proxies {
+                // Peers reach this one through its proxy (the endpoint); it listens behind it.
+                let ip = shared_proto::tls::host_of(&c.gossip.external_endpoint).to_owned();
+                let real = format!("{ip}:{}", port_on(&ip));
+                proxies.push(proxy::Proxy::new(&c.gossip.external_endpoint, &real));
+                c.gossip_listen_address = real;
+            }
+            peer_configs.push(c);
         }
+        let proxy_rt = proxy::Proxies::start(proxies, take_reserved)?;
         let mut net = TestNet {
+            proxies: proxy_rt,
             dir,
             generated,
             orderers: orderer_configs.iter().map(|_| Running::stopped()).collect(),
@@ -215,7 +286,14 @@ impl TestNet {
             net.start_orderer(i)?;
         }
         for i in 0..net.peers.len() {
-            net.start_peer(i)?;
+            let c = &net.peer_configs[i];
+            if !topology
+                .hold_back
+                .iter()
+                .any(|(msp, name)| c.msp_id == *msp && c.name == *name)
+            {
+                net.start_peer(i)?;
+            }
         }
         Ok(net)
     }
@@ -242,6 +320,7 @@ impl TestNet {
             async move {
                 let listeners = peer::Listeners {
                     service: listen(&config.listen_address).await?,
+                    gossip: listen(&config.gossip_listen_address).await?,
                     ops: listen(&config.ops_listen_address).await?,
                 };
                 Ok(
@@ -262,6 +341,51 @@ impl TestNet {
 
     pub fn gateway(&self, msp: &str) -> Gateway {
         Gateway::from_network(&self.generated, msp, "User1", CHANNEL).unwrap()
+    }
+
+    /// Index of peer `name` of org `msp` in `peers`.
+    pub fn peer_index(&self, msp: &str, name: &str) -> usize {
+        self.peer_configs
+            .iter()
+            .position(|c| c.msp_id == msp && c.name == name)
+            .expect("peer exists")
+    }
+
+    /// Running peers' indices.
+    pub fn running_peers(&self) -> Vec<usize> {
+        (0..self.peers.len())
+            .filter(|i| self.peers[*i].node.is_some())
+            .collect()
+    }
+
+    /// Cuts peer `i` off from gossip: its proxy refuses everyone, and every other proxy
+    /// refuses connections from its address.
+    pub fn partition_peer(&self, i: usize) {
+        let ip = self.peer_ip(i);
+        for (j, p) in self.proxies.list.iter().enumerate() {
+            if j == i {
+                p.isolate(true);
+            } else {
+                p.block(ip, true);
+            }
+        }
+    }
+
+    pub fn heal_peer(&self, i: usize) {
+        let ip = self.peer_ip(i);
+        for (j, p) in self.proxies.list.iter().enumerate() {
+            if j == i {
+                p.isolate(false);
+            } else {
+                p.block(ip, false);
+            }
+        }
+    }
+
+    fn peer_ip(&self, i: usize) -> std::net::IpAddr {
+        shared_proto::tls::host_of(&self.peer_configs[i].gossip.external_endpoint)
+            .parse()
+            .unwrap()
     }
 
     /// Waits until every running peer is at `height` at least.

@@ -376,6 +376,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
                 bootstrap,
                 orderer_connected: p.orderer_connected,
                 external_endpoint: format!("{}:{}", p.host, p.gossip_port),
+                ..GossipSettings::default()
             },
             external_chaincodes: Vec::new(),
             log: LogSettings::default(),

@@ -1,0 +1,214 @@
+//! Gossip (peer flow: orderers -> leader's deliver_client -> commit -> [gossip] -> org peers).
+//!
+//! A peer with no orderer connection still gets every block, from the peers of its org:
+//!
+//! - **membership**: signed alive messages every heartbeat carry endpoint, height and
+//!   leadership; silent members expire and come back when they speak ([`membership`]);
+//! - **election**: among orderer-connected members, the highest height leads, the incumbent is
+//!   kept, a far-behind peer never wins ([`election`]); only the leader runs the deliver client;
+//! - **push**: each committed block goes to `fanout` random members that may lack it, so a
+//!   block is forwarded once by every peer that commits it;
+//! - **pull**: every interval (or at once on a gap) a member that is ahead is asked for the next
+//!   batch; one request in flight per channel; out-of-order blocks wait in a bounded
+//!   [`reorder`] buffer.
+//!
+//! Promises: a gossiped block goes through [`crate::commit::Committer::process`], the very
+//! checks an orderer's block passes; only members of this peer's org, authenticated by a
+//! signed alive message bound to their TLS certificate, are heard; a sender of refused blocks
+//! is cut off for [`BAN_DURATION`]; every queue is bounded.
+
+pub mod alive;
+mod channel;
+pub mod election;
+pub mod membership;
+pub mod reorder;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use shared_proto::hash::sha256;
+use shared_proto::hash::Hash;
+use shared_proto::msp::SigningIdentity;
+use shared_proto::node_config::GossipSettings;
+use shared_proto::node_config::PeerConfig;
+use shared_proto::pb::peer::gossip_server::GossipServer;
+use shared_proto::tls::TlsMaterial;
+use tokio::task::JoinHandle;
+
+pub use channel::ChannelGossip;
+
+use crate::channels::Registry;
+use crate::metrics::Metrics;
+
+/// Refused blocks from one sender before it is cut off.
+pub const STRIKES_MAX: u32 = 3;
+/// How long a cut-off sender is ignored.
+pub const BAN_DURATION: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+struct Strikes {
+    count: u32,
+    banned_until: Option<Instant>,
+}
+
+/// What every gossip task of the peer shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub settings: GossipSettings,
+    pub endpoint: String,
+    pub msp_id: String,
+    pub identity: Arc<SigningIdentity>,
+    pub tls_cert_hash: Hash,
+    pub metrics: Arc<Metrics>,
+    pub channels: BTreeMap<String, Arc<ChannelGossip>>,
+    pub outbound: transport::Outbound,
+    clock: fn() -> i64,
+    strikes: Mutex<HashMap<Hash, Strikes>>,
+    started: Instant,
+}
+
+impl Shared {
+    pub fn now_unix(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.settings.heartbeat_ms)
+    }
+
+    /// Records a refused block from `sender`; cuts it off at [`STRIKES_MAX`].
+    pub fn strike(&self, sender: &Hash) {
+        let mut strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+        if strikes.len() > 4096 {
+            strikes.clear();
+        }
+        let s = strikes.entry(*sender).or_default();
+        s.count += 1;
+        if s.count >= STRIKES_MAX {
+            s.count = 0;
+            s.banned_until = Some(Instant::now() + BAN_DURATION);
+            tracing::warn!(sender = %hex::encode(&sender[..8]), "gossip sender cut off after refused blocks");
+        }
+    }
+
+    pub fn is_banned(&self, sender: &Hash) -> bool {
+        let strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+        strikes
+            .get(sender)
+            .and_then(|s| s.banned_until)
+            .is_some_and(|until| Instant::now() < until)
+    }
+}
+
+/// The running gossip layer of a peer.
+#[derive(Debug, Clone)]
+pub struct Gossip {
+    shared: Arc<Shared>,
+}
+
+impl Gossip {
+    /// Builds gossip for every channel of `registry` and starts its tasks (heartbeat, and per
+    /// channel commit, pull, push and leadership). A storage failure is reported on `fatal`.
+    pub fn start(
+        config: &PeerConfig,
+        registry: &Registry,
+        tls: Arc<TlsMaterial>,
+        fatal: tokio::sync::mpsc::Sender<String>,
+    ) -> (Self, Vec<JoinHandle<()>>) {
+        let settings = config.gossip.clone();
+        let local_ip = config
+            .gossip_listen_address
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip: &IpAddr| !ip.is_unspecified());
+        let channels = registry
+            .channels
+            .iter()
+            .map(|(id, ch)| {
+                (
+                    id.clone(),
+                    Arc::new(ChannelGossip::new(ch.committer.clone(), &settings)),
+                )
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            endpoint: settings.external_endpoint.clone(),
+            outbound: transport::Outbound::new(
+                settings.external_endpoint.clone(),
+                tls.clone(),
+                local_ip,
+            ),
+            settings,
+            msp_id: config.msp_id.clone(),
+            identity: registry.identity.clone(),
+            tls_cert_hash: sha256(&tls.cert_der),
+            metrics: registry.metrics.clone(),
+            channels,
+            clock: registry.clock,
+            strikes: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        });
+        for endpoint in &shared.settings.bootstrap {
+            shared.outbound.ensure(endpoint);
+        }
+        let mut tasks = vec![tokio::spawn(heartbeat_loop(shared.clone()))];
+        for ch in shared.channels.values() {
+            tasks.extend(ch.spawn_tasks(&shared, registry.identity.clone(), tls.clone(), &fatal));
+        }
+        (Gossip { shared }, tasks)
+    }
+
+    /// The gRPC service to serve on the gossip listener (mutual TLS).
+    pub fn service(&self) -> GossipServer<transport::GossipService> {
+        GossipServer::new(transport::GossipService {
+            shared: self.shared.clone(),
+        })
+        .max_decoding_message_size(transport::MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(transport::MESSAGE_BYTES_MAX)
+    }
+
+    /// Whether this peer currently pulls `channel` from the orderers.
+    pub fn is_leader(&self, channel: &str) -> bool {
+        self.shared
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.is_leader())
+    }
+
+    /// Endpoints of the org members alive on `channel`.
+    pub fn members_alive(&self, channel: &str) -> Vec<String> {
+        self.shared
+            .channels
+            .get(channel)
+            .map(|c| c.alive_endpoints(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// Stops the outbound streams (the tasks are aborted by the node).
+    pub fn stop(&self) {
+        self.shared.outbound.abort_all();
+    }
+}
+
+/// Every heartbeat: expire members, decide leadership, send alive messages.
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.heartbeat());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        for ch in shared.channels.values() {
+            ch.tick(&shared, now);
+            let message = ch.alive_message(&shared, now);
+            shared.outbound.send_all(&message);
+        }
+    }
+}
