@@ -287,7 +287,11 @@ fn spawn_servers(
             TcpIncoming::from(listeners.gossip).with_nodelay(Some(true)),
             signal(stop),
         );
-    let ops = ops::serve(listeners.ops, registry.clone(), signal(stop));
+    let state = ops::OpsState {
+        registry: registry.clone(),
+        gossip: gossip.clone(),
+    };
+    let ops = ops::serve(listeners.ops, state, signal(stop));
     Ok(vec![
         tokio::spawn(async move { server.await.map_err(serve_err) }),
         tokio::spawn(async move { gossip_server.await.map_err(serve_err) }),

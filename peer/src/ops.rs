@@ -1,5 +1,6 @@
 //! Operations endpoint (HTTP): `/healthz`, `/readyz` (every channel's ledger is within
-//! [`READY_LAG_BLOCKS`] of the highest block seen from the orderers), `/metrics`.
+//! [`READY_LAG_BLOCKS`] of the highest block seen from the orderers or, for a gossip-only
+//! peer, from its org's peers), `/metrics`, `/status` (heights, hashes, gossip role).
 
 use std::sync::Arc;
 
@@ -11,14 +12,22 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::channels::Registry;
+use crate::gossip::Gossip;
 use crate::metrics::Metrics;
+
+/// What the ops handlers read.
+#[derive(Debug, Clone)]
+pub struct OpsState {
+    pub registry: Arc<Registry>,
+    pub gossip: Gossip,
+}
 
 /// How far behind the orderers' tip a peer may be and still be ready.
 pub const READY_LAG_BLOCKS: u64 = 5;
 
 pub async fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    state: OpsState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -26,20 +35,20 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .with_state(registry);
+        .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn readyz(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+async fn readyz(State(OpsState { registry, .. }): State<OpsState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
     for (id, ch) in &registry.channels {
         let height = ch.ledger.height();
         let tip = ch.committer.tip_seen();
         if tip > height + READY_LAG_BLOCKS {
             reasons.push(format!(
-                "channel {id}: at block {height}, orderers at {tip}"
+                "channel {id}: at block {height}, orderers or org peers at {tip}"
             ));
         }
         if height == 0 {
@@ -54,17 +63,21 @@ async fn readyz(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
 }
 
 /// Per channel: height, last block's header hash and the state hash (hex), so operators and
-/// tools can compare peers.
-async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+/// tools can compare peers; and gossip: whether this peer leads (pulls from the orderers) and
+/// which org peers it hears.
+async fn status(State(OpsState { registry, gossip }): State<OpsState>) -> impl IntoResponse {
     let mut channels = serde_json::Map::new();
     for (id, ch) in &registry.channels {
         let ledger = ch.ledger.clone();
+        let leader = gossip.is_leader(id);
+        let members = gossip.members_alive(id);
         let view = tokio::task::spawn_blocking(move || {
             let hash = |h: Option<[u8; 32]>| h.map(hex::encode).unwrap_or_default();
             serde_json::json!({
                 "height": ledger.height(),
                 "last_block_hash": hash(ledger.last_block_hash().ok().flatten()),
                 "state_hash": hash(ledger.state_hash().ok()),
+                "gossip": { "leader": leader, "members_alive": members },
             })
         })
         .await
@@ -74,7 +87,7 @@ async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     axum::Json(serde_json::json!({ "channels": channels }))
 }
 
-async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+async fn metrics(State(OpsState { registry, .. }): State<OpsState>) -> impl IntoResponse {
     let m: &Metrics = &registry.metrics;
     for (id, ch) in &registry.channels {
         m.height

@@ -71,6 +71,10 @@ struct RunOptions {
     /// Peers per org.
     #[arg(long, default_value_t = 2)]
     peers_per_org: usize,
+    /// Of each org's peers, how many may connect to the orderers (the elected leader pulls);
+    /// the rest are gossip-only.
+    #[arg(long, default_value_t = 1)]
+    connected_peers_per_org: usize,
     /// Block cutting: envelopes per block.
     #[arg(long, default_value_t = 500)]
     batch_size: u32,
@@ -234,12 +238,12 @@ fn spec(o: &RunOptions) -> anyhow::Result<NetworkSpec> {
         orgs.push(format!("'Org{org}MSP.peer'"));
         text += &format!("[[peer_orgs]]\nmsp_id = \"Org{org}MSP\"\nusers = [\"User1\"]\n");
         for p in 0..o.peers_per_org {
-            // Every peer follows the orderers until gossip exists (see README status).
             text += &format!(
-                "[[peer_orgs.peers]]\nname = \"peer{p}\"\nport = {}\ngossip_port = {}\nops_port = {}\n",
+                "[[peer_orgs.peers]]\nname = \"peer{p}\"\nport = {}\ngossip_port = {}\nops_port = {}\norderer_connected = {}\n",
                 next(),
                 next(),
-                next()
+                next(),
+                p < o.connected_peers_per_org
             );
         }
     }
@@ -319,7 +323,11 @@ fn nodes(g: &Generated) -> Vec<(NodeView, PathBuf, Vec<u16>)> {
             ops: format!("{}:{}", s.host, s.ops_port),
             kind: Kind::Peer,
         };
-        out.push((view, n.config.clone(), vec![s.port, s.ops_port]));
+        out.push((
+            view,
+            n.config.clone(),
+            vec![s.port, s.ops_port, s.gossip_port],
+        ));
     }
     out
 }
@@ -584,8 +592,8 @@ async fn summary(
         percentile(&lat, 0.99)
     );
     println!(
-        "\n{:<16} {:>8}  {:<18} {:<18}",
-        "node", "height", "last block hash", "state hash"
+        "\n{:<16} {:<12} {:>8}  {:<18} {:<18}",
+        "node", "role", "height", "last block hash", "state hash"
     );
     let mut state_hashes = Vec::new();
     for ((view, _, _), s) in layout.iter().zip(&statuses) {
@@ -596,13 +604,19 @@ async fn summary(
                 .map(|h| h.chars().take(16).collect::<String>())
                 .unwrap_or_default()
         };
+        let role = match view.kind {
+            Kind::Orderer => "orderer",
+            Kind::Peer if ch["gossip"]["leader"].as_bool() == Some(true) => "peer, leader",
+            Kind::Peer => "peer, gossip",
+        };
         if view.kind == Kind::Peer {
             state_hashes.push(ch["state_hash"].as_str().unwrap_or_default().to_owned());
         }
         println!(
-            "{:<16} {:>8}  {:<18} {:<18}",
+            "{:<16} {:<12} {:>8}  {:<18} {:<18}",
             view.name,
-            ch["height"],
+            role,
+            ch["height"].as_u64().unwrap_or(0),
             short("last_block_hash"),
             short("state_hash")
         );

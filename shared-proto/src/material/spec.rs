@@ -227,6 +227,14 @@ impl NetworkSpec {
                 node_names.push((msp_id, name));
             }
         }
+        for o in &self.peer_orgs {
+            if !o.peers.is_empty() && !o.peers.iter().any(|p| p.orderer_connected) {
+                return Err(bad(
+                    format!("{} peers.orderer_connected", o.msp_id),
+                    "no peer of the org may connect to the orderers, so none would ever get a block; set orderer_connected = true on at least one".into(),
+                ));
+            }
+        }
         let mut ids = self.orderer_ids();
         ids.sort_unstable();
         if ids.contains(&0) || ids.windows(2).any(|w| w[0] == w[1]) {

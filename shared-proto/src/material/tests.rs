@@ -178,6 +178,17 @@ fn spec_errors_name_the_field() {
     let err = NetworkSpec::from_toml(&SAMPLE.replace("timeout_ms = 100", "timeout_msec = 100"))
         .unwrap_err();
     assert!(err.to_string().contains("timeout_msec"), "{err}");
+    // An org whose peers all are gossip-only would never get a block.
+    let err = NetworkSpec::from_toml(&SAMPLE.replacen(
+        "ops_port = 8460\norderer_connected = true",
+        "ops_port = 8460\norderer_connected = false",
+        1,
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("Org1MSP peers.orderer_connected"),
+        "{err}"
+    );
 }
 
 #[test]
