@@ -73,6 +73,11 @@ impl NodeProcess {
         })
     }
 
+    /// The OS process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process has exited (and with what).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
@@ -136,4 +141,72 @@ pub async fn status(addr: &str) -> anyhow::Result<serde_json::Value> {
     let (code, body) = http_get(addr, "/status").await?;
     anyhow::ensure!(code == 200, "status {code}");
     Ok(serde_json::from_str(&body)?)
+}
+
+/// Resident set of a process, MiB.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rss {
+    /// `VmRSS`: now.
+    pub current: f64,
+    /// `VmHWM`: the peak so far.
+    pub peak: f64,
+}
+
+/// The resident set of process `pid` from `/proc/<pid>/status` (`None` if it is gone).
+pub fn rss_mib(pid: u32) -> Option<Rss> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some(Rss {
+        current: field("VmRSS:")?,
+        peak: field("VmHWM:")?,
+    })
+}
+
+/// The first port of `count` consecutive free ports on 127.0.0.1, searched from 20000.
+pub fn free_port_range(count: u16) -> anyhow::Result<u16> {
+    let mut base: u16 = 20_000;
+    while base < 60_000 {
+        let free = (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return Ok(base);
+        }
+        base += count;
+    }
+    anyhow::bail!("no {count} consecutive free ports between 20000 and 60000")
+}
+
+/// Waits until every node answers `/readyz` with 200; fails if a process exits or `timeout`
+/// passes.
+pub async fn wait_ready(
+    nodes: &[crate::topology::NodeView],
+    procs: &mut [NodeProcess],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for p in procs.iter_mut() {
+            if let Some(status) = p.exited() {
+                anyhow::bail!("{} exited ({status}); see {}", p.name, p.log.display());
+            }
+        }
+        let mut ready = 0;
+        for v in nodes {
+            if let Ok((200, _)) = http_get(&v.ops, "/readyz").await {
+                ready += 1;
+            }
+        }
+        if ready == nodes.len() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {ready} of {} nodes became ready",
+            nodes.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

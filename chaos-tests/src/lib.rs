@@ -1,11 +1,16 @@
 //! Dev network, chaos harness and benchmarks.
 //!
-//! - `devnet` binary: generates a network's material, runs every node as a process, drives a
-//!   token-transfer workload through the SDK and reports what happened ([`launcher`]).
-//! - `bench` binary: benchmarks with the box's raw limits measured in the same run.
+//! - `devnet` binary: generates a network's material ([`topology`]), runs every node as a
+//!   process ([`launcher`], [`node_main`]), drives a token-transfer workload through the SDK
+//!   ([`workload`]) and reports what happened.
+//! - `bench` binary: benchmarks with the box's raw limits measured in the same run
+//!   (`validation`, `ordering`, `e2e` on the dev network's topology) and `bench plot`.
 //!
 //! The fault-injection harness (kill, pause, partition under load, invariant checkers) comes
 //! with the chaos issue.
 
 pub mod bench;
 pub mod launcher;
+pub mod node_main;
+pub mod topology;
+pub mod workload;

@@ -7,7 +7,11 @@
 //! - [`validation`]: one peer's commit path (`Committer::process`: verify block → validate →
 //!   commit to the fjall ledger) over pre-built blocks of endorsed transactions;
 //! - [`ordering`]: a 3-orderer Raft cluster under Broadcast load, with a Deliver subscriber
-//!   measuring broadcast → delivered latency, at full rate and at half that rate.
+//!   measuring broadcast → delivered latency, at full rate and at half that rate;
+//! - [`e2e`]: the dev network's topology, every node a process, SDK clients, committed at
+//!   every peer, with each node's RSS over the run.
+//!
+//! [`plot`] draws the throughput/latency chart from the JSON reports.
 //!
 //! Each result is compared with a bound derived from the raw limits (`ratio_to_bound`), so a
 //! number means something on any box. A benchmark reports; it never asserts on timing. It
@@ -15,8 +19,10 @@
 //! refused envelope), since that would measure failures.
 
 mod cluster;
+pub mod e2e;
 mod load;
 pub mod ordering;
+pub mod plot;
 pub mod procfs;
 pub mod raw;
 pub mod validation;
@@ -109,6 +115,8 @@ pub struct Report {
     pub rss_note: String,
     /// Further measurements: (JSON key, table label, value).
     pub extra: Vec<(String, String, f64)>,
+    /// Further JSON-only data: (key, value), e.g. RSS samples.
+    pub series: Vec<(String, Value)>,
     pub config: Value,
     /// Observations printed under the table.
     pub notes: Vec<String>,
@@ -148,6 +156,9 @@ impl Report {
             }
             for (key, _, v) in &self.extra {
                 map.insert(key.clone(), json!(round3(*v)));
+            }
+            for (key, v) in &self.series {
+                map.insert(key.clone(), v.clone());
             }
         }
         doc

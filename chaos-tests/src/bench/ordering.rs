@@ -323,6 +323,7 @@ fn drive(
                 half_stats.delivered_per_s,
             ),
         ],
+        series: Vec::new(),
         config: json!({
             "orderers": cluster.len(),
             "leader": leader,

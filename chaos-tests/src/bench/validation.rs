@@ -397,6 +397,7 @@ pub fn run(opts: &Options, raw: RawLimits, dir: &Path) -> anyhow::Result<Report>
                 bound_as_batched,
             ),
         ],
+        series: Vec::new(),
         config: json!({
             "block_size": opts.block_size,
             "blocks": blocks,

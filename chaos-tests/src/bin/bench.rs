@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo run --release -p chaos-tests --bin bench -- validation --out validation.json
 //! cargo run --release -p chaos-tests --bin bench -- ordering --out ordering.json --seconds 5
+//! cargo run --release -p chaos-tests --bin bench -- e2e --out e2e.json --seconds 20
+//! cargo run --release -p chaos-tests --bin bench -- plot --out chart.svg ordering.json e2e.json
 //! ```
 
 use std::path::PathBuf;
@@ -21,12 +23,25 @@ use clap::ValueEnum;
 #[command(name = "bench")]
 struct Args {
     /// What to benchmark: `validation` (one peer's verify → validate → commit path over
-    /// pre-built blocks of endorsed transactions) or `ordering` (3 in-process orderers under
-    /// Broadcast load, Deliver latency at full and half rate).
+    /// pre-built blocks of endorsed transactions), `ordering` (3 in-process orderers under
+    /// Broadcast load, Deliver latency at full and half rate) or `e2e` (the dev network's
+    /// topology as processes, SDK clients, committed at every peer, RSS per node). `plot`
+    /// draws a throughput/latency SVG from the JSON reports given as INPUTS.
     kind: Kind,
-    /// Where to write the JSON report.
+    /// Where to write the JSON report (the SVG for `plot`).
     #[arg(long)]
     out: PathBuf,
+    /// plot: the JSON reports to draw.
+    inputs: Vec<PathBuf>,
+    /// plot: the chart's title.
+    #[arg(long, default_value = "Weft: throughput vs latency")]
+    title: String,
+    /// e2e: concurrent SDK clients.
+    #[arg(long, default_value_t = 128)]
+    clients: usize,
+    /// e2e: total offered tx/s (0: closed loop, as fast as the clients go).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Length of each timed phase, in seconds.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -52,10 +67,22 @@ struct Args {
 enum Kind {
     Validation,
     Ordering,
+    E2e,
+    Plot,
 }
 
 fn main() -> anyhow::Result<()> {
+    // `bench node <kind> --config FILE`: a node process of the e2e benchmark.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("node") && argv.len() == 5 && argv[3] == "--config" {
+        return chaos_tests::node_main::run_node(&argv[2], std::path::Path::new(&argv[4]));
+    }
     let args = Args::parse();
+    if args.kind == Kind::Plot {
+        bench::plot::plot(&args.inputs, &args.out, &args.title)?;
+        println!("chart written to {}", args.out.display());
+        return Ok(());
+    }
     anyhow::ensure!(
         args.seconds.is_finite() && args.seconds > 0.0,
         "--seconds must be a positive number"
@@ -100,6 +127,22 @@ fn main() -> anyhow::Result<()> {
             dir.path(),
         )
         .context("ordering benchmark")?,
+        Kind::E2e => {
+            let exe = std::env::current_exe().context("locating this executable")?;
+            tokio::runtime::Runtime::new()?
+                .block_on(bench::e2e::run(
+                    &bench::e2e::Options {
+                        seconds: args.seconds,
+                        clients: args.clients,
+                        rate: args.rate,
+                    },
+                    raw,
+                    dir.path(),
+                    &exe,
+                ))
+                .context("e2e benchmark")?
+        }
+        Kind::Plot => anyhow::bail!("plot is handled before the benchmarks"),
     };
     report.emit(&args.out)
 }

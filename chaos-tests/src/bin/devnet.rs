@@ -8,26 +8,25 @@
 
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use chaos_tests::launcher;
 use chaos_tests::launcher::Kind;
 use chaos_tests::launcher::NodeProcess;
+use chaos_tests::node_main;
+use chaos_tests::topology::nodes;
+use chaos_tests::topology::NodeView;
+use chaos_tests::topology::Topology;
+use chaos_tests::topology::CHANNEL;
+use chaos_tests::workload;
 use clap::Parser;
 use clap::Subcommand;
-use peer::sdk::Gateway;
 use shared_proto::material;
 use shared_proto::material::Generated;
 use shared_proto::material::NetworkSpec;
-use shared_proto::pb::tx::TxValidationCode;
 
 const NETWORK: &str = "devnet";
-const CHANNEL: &str = "mychannel";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,7 +113,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Generate { spec, out }) => generate(&spec, &out),
-        Some(Command::Node { kind, config }) => run_node(&kind, &config),
+        Some(Command::Node { kind, config }) => node_main::run_node(&kind, &config),
         None => tokio::runtime::Runtime::new()
             .context("starting the async runtime")
             .and_then(|rt| rt.block_on(devnet(cli.run))),
@@ -165,97 +164,18 @@ fn generate(spec_path: &Path, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs an orderer or a peer in this process until SIGTERM.
-fn run_node(kind: &str, config: &Path) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Runtime::new()?;
-    match kind {
-        "orderer" => {
-            let cfg = shared_proto::node_config::OrdererConfig::load(config)?;
-            cfg.validate()?;
-            init_tracing(&cfg.log.level);
-            rt.block_on(async {
-                let listeners = orderer::Listeners::bind(&cfg).await?;
-                orderer::run(cfg, listeners, terminate()).await?;
-                anyhow::Ok(())
-            })
-        }
-        "peer" => {
-            let cfg = shared_proto::node_config::PeerConfig::load(config)?;
-            cfg.validate()?;
-            init_tracing(&cfg.log.level);
-            let chaincodes = peer::chaincode::ChaincodeRegistry::with_samples();
-            rt.block_on(async {
-                let listeners = peer::Listeners::bind(&cfg).await?;
-                peer::run(cfg, listeners, chaincodes, terminate()).await?;
-                anyhow::Ok(())
-            })
-        }
-        other => anyhow::bail!("unknown node kind {other:?}; expected orderer or peer"),
+/// The dev network's topology from the options.
+fn topology(o: &RunOptions) -> Topology {
+    Topology {
+        name: NETWORK.into(),
+        orderers: o.orderers,
+        orgs: o.orgs,
+        peers_per_org: o.peers_per_org,
+        connected_peers_per_org: o.connected_peers_per_org,
+        batch_size: o.batch_size,
+        batch_timeout_ms: o.batch_timeout_ms,
+        base_port: o.base_port,
     }
-}
-
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .init();
-}
-
-async fn terminate() {
-    #[cfg(unix)]
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        return;
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-/// The dev network's spec: ports consecutive from `base_port`.
-fn spec(o: &RunOptions) -> anyhow::Result<NetworkSpec> {
-    let mut port = o.base_port;
-    let mut next = || {
-        let p = port;
-        port = port.checked_add(1).unwrap_or(port);
-        p
-    };
-    let mut text = format!("name = \"{NETWORK}\"\n[[orderer_orgs]]\nmsp_id = \"OrdererMSP\"\n");
-    for i in 1..=o.orderers {
-        text += &format!(
-            "[[orderer_orgs.orderers]]\nname = \"orderer{i}\"\nport = {}\ncluster_port = {}\nops_port = {}\n",
-            next(),
-            next(),
-            next()
-        );
-    }
-    let mut orgs = Vec::new();
-    for org in 1..=o.orgs {
-        orgs.push(format!("'Org{org}MSP.peer'"));
-        text += &format!("[[peer_orgs]]\nmsp_id = \"Org{org}MSP\"\nusers = [\"User1\"]\n");
-        for p in 0..o.peers_per_org {
-            text += &format!(
-                "[[peer_orgs.peers]]\nname = \"peer{p}\"\nport = {}\ngossip_port = {}\nops_port = {}\norderer_connected = {}\n",
-                next(),
-                next(),
-                next(),
-                p < o.connected_peers_per_org
-            );
-        }
-    }
-    text += &format!(
-        "[[channels]]\nid = \"{CHANNEL}\"\n[channels.batch]\nmessage_count_max = {}\ntimeout_ms = {}\n\
-         [[channels.chaincodes]]\nname = \"token\"\nendorsement_policy = \"AND({})\"\n\
-         [[channels.chaincodes]]\nname = \"kv\"\n",
-        o.batch_size,
-        o.batch_timeout_ms,
-        orgs.join(", ")
-    );
-    Ok(NetworkSpec::from_toml(&text)?)
 }
 
 /// Material in the data dir: reused when it belongs to the dev network, generated otherwise.
@@ -285,59 +205,19 @@ fn material(o: &RunOptions) -> anyhow::Result<Generated> {
             o.data_dir.display()
         );
     }
-    Ok(material::generate(&spec(o)?, &net_dir, now_unix())?)
-}
-
-struct NodeView {
-    name: String,
-    ops: String,
-    kind: Kind,
-}
-
-fn nodes(g: &Generated) -> Vec<(NodeView, PathBuf, Vec<u16>)> {
-    let mut out = Vec::new();
-    for (n, s) in g
-        .orderers
-        .iter()
-        .zip(g.spec.orderer_orgs.iter().flat_map(|o| &o.orderers))
-    {
-        let view = NodeView {
-            name: n.name.clone(),
-            ops: format!("{}:{}", s.host, s.ops_port),
-            kind: Kind::Orderer,
-        };
-        out.push((
-            view,
-            n.config.clone(),
-            vec![s.port, s.cluster_port, s.ops_port],
-        ));
-    }
-    let peers = g
-        .spec
-        .peer_orgs
-        .iter()
-        .flat_map(|o| o.peers.iter().map(move |p| (o, p)));
-    for (n, (o, s)) in g.peers.iter().zip(peers) {
-        let view = NodeView {
-            name: format!("{}/{}", o.msp_id, n.name),
-            ops: format!("{}:{}", s.host, s.ops_port),
-            kind: Kind::Peer,
-        };
-        out.push((
-            view,
-            n.config.clone(),
-            vec![s.port, s.ops_port, s.gossip_port],
-        ));
-    }
-    out
+    Ok(material::generate(
+        &topology(o).spec()?,
+        &net_dir,
+        now_unix(),
+    )?)
 }
 
 async fn devnet(o: RunOptions) -> anyhow::Result<()> {
     let generated = material(&o)?;
     let exe = std::env::current_exe().context("locating this executable")?;
     let layout = nodes(&generated);
-    for (view, _, ports) in &layout {
-        for port in ports {
+    for view in &layout {
+        for port in &view.ports {
             std::net::TcpListener::bind(("127.0.0.1", *port)).with_context(|| {
                 format!(
                     "port {port} of {} is taken; stop what uses it or pass --base-port",
@@ -348,21 +228,35 @@ async fn devnet(o: RunOptions) -> anyhow::Result<()> {
     }
     let logs = o.data_dir.join("logs");
     let mut procs = Vec::new();
-    for (view, config, _) in &layout {
+    for view in &layout {
         let log = logs.join(format!("{}.log", view.name.replace('/', "-")));
         procs.push(NodeProcess::spawn(
-            &exe, view.kind, &view.name, config, &log,
+            &exe,
+            view.kind,
+            &view.name,
+            &view.config,
+            &log,
         )?);
     }
     println!("started {} nodes; logs in {}", procs.len(), logs.display());
-    wait_ready(&layout, &mut procs).await?;
-    let report = workload(&generated, &o, &layout).await?;
+    launcher::wait_ready(&layout, &mut procs, Duration::from_secs(60)).await?;
+    let report = workload::run(
+        &generated,
+        &layout,
+        &workload::Options {
+            clients: o.clients,
+            seconds: o.workload_seconds,
+            rate: o.rate,
+            progress: true,
+        },
+    )
+    .await?;
     summary(&layout, &report, &o).await?;
     println!("\nendpoints:");
-    for (view, _, ports) in &layout {
+    for view in &layout {
         println!(
             "  {:<16} service 127.0.0.1:{:<5} ops http://{}/status",
-            view.name, ports[0], view.ops
+            view.name, view.ports[0], view.ops
         );
     }
     match o.duration {
@@ -382,168 +276,6 @@ async fn devnet(o: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(
-    layout: &[(NodeView, PathBuf, Vec<u16>)],
-    procs: &mut [NodeProcess],
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        for p in procs.iter_mut() {
-            if let Some(status) = p.exited() {
-                anyhow::bail!("{} exited ({status}); see {}", p.name, p.log.display());
-            }
-        }
-        let mut ready = 0;
-        for (view, _, _) in layout {
-            if let Ok((200, _)) = launcher::http_get(&view.ops, "/readyz").await {
-                ready += 1;
-            }
-        }
-        if ready == layout.len() {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {ready} of {} nodes became ready",
-            layout.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-#[derive(Debug, Default)]
-struct Report {
-    committed: u64,
-    invalid: u64,
-    failed: u64,
-    elapsed: Duration,
-    latencies_ms: Vec<f64>,
-}
-
-async fn workload(
-    g: &Generated,
-    o: &RunOptions,
-    layout: &[(NodeView, PathBuf, Vec<u16>)],
-) -> anyhow::Result<Report> {
-    let gw = Arc::new(Gateway::from_network(g, "Org1MSP", "User1", CHANNEL)?);
-    let accounts = (o.clients * 16).max(2);
-    println!("minting {accounts} accounts...");
-    // Mint from every client at once; each account is minted by exactly one client.
-    let mut minters = Vec::new();
-    for c in 0..o.clients {
-        let gw = gw.clone();
-        let clients = o.clients;
-        minters.push(tokio::spawn(async move {
-            for a in (c..accounts).step_by(clients) {
-                let account = format!("acct{a}").into_bytes();
-                let r = gw
-                    .submit("token", "mint", &[account, b"1000000".to_vec()])
-                    .await?;
-                anyhow::ensure!(
-                    r.code == TxValidationCode::Valid,
-                    "minting acct{a}: {:?}",
-                    r.code
-                );
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for m in minters {
-        m.await?.context("minting")?;
-    }
-    let bar = indicatif::ProgressBar::new(o.workload_seconds);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let committed = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let end = start + Duration::from_secs(o.workload_seconds);
-    let per_client_interval =
-        (o.rate > 0).then(|| Duration::from_secs_f64(o.clients as f64 / o.rate as f64));
-    let mut tasks = Vec::new();
-    let clients = o.clients;
-    for c in 0..o.clients {
-        let (gw, committed) = (gw.clone(), committed.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut r = Report::default();
-            // Each client moves tokens around its own accounts (c, c + clients, ...), one
-            // transfer at a time, so clients never contend for a key (no MVCC conflicts by
-            // construction; contention is what the chaos workloads are for).
-            let own = (accounts / clients).max(2);
-            let mut k = 0usize;
-            while Instant::now() < end {
-                let t0 = Instant::now();
-                let from = format!("acct{}", (c + clients * (k % own)) % accounts);
-                let to = format!("acct{}", (c + clients * ((k + 1) % own)) % accounts);
-                k += 1;
-                if from == to {
-                    continue;
-                }
-                match gw
-                    .submit(
-                        "token",
-                        "transfer",
-                        &[from.into_bytes(), to.into_bytes(), b"1".to_vec()],
-                    )
-                    .await
-                {
-                    Ok(s) if s.code == TxValidationCode::Valid => {
-                        r.committed += 1;
-                        committed.fetch_add(1, Ordering::Relaxed);
-                        r.latencies_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    Ok(_) => r.invalid += 1,
-                    Err(_) => r.failed += 1,
-                }
-                if let Some(iv) = per_client_interval {
-                    tokio::time::sleep(iv.saturating_sub(t0.elapsed())).await;
-                }
-            }
-            r
-        }));
-    }
-    let peers: Vec<&NodeView> = layout
-        .iter()
-        .map(|(v, _, _)| v)
-        .filter(|v| v.kind == Kind::Peer)
-        .collect();
-    while Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let n = committed.load(Ordering::Relaxed);
-        let secs = start.elapsed().as_secs_f64().max(0.001);
-        let mut heights = Vec::new();
-        for p in &peers {
-            heights.push(
-                height_of(&p.ops)
-                    .await
-                    .map_or("?".into(), |h| h.to_string()),
-            );
-        }
-        bar.set_position(start.elapsed().as_secs().min(o.workload_seconds));
-        bar.set_message(format!(
-            "{n} committed, {:.0} tx/s, peer heights {}",
-            n as f64 / secs,
-            heights.join("/")
-        ));
-    }
-    bar.finish();
-    let mut report = Report::default();
-    for t in tasks {
-        let r = t.await?;
-        report.committed += r.committed;
-        report.invalid += r.invalid;
-        report.failed += r.failed;
-        report.latencies_ms.extend(r.latencies_ms);
-    }
-    report.elapsed = start.elapsed();
-    Ok(report)
-}
-
-async fn height_of(ops: &str) -> Option<u64> {
-    launcher::status(ops).await.ok()?["channels"][CHANNEL]["height"].as_u64()
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -552,29 +284,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn summary(
-    layout: &[(NodeView, PathBuf, Vec<u16>)],
-    r: &Report,
-    o: &RunOptions,
-) -> anyhow::Result<()> {
+async fn summary(layout: &[NodeView], r: &workload::Outcome, o: &RunOptions) -> anyhow::Result<()> {
     // Let every node reach the same height before comparing.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut statuses;
-    loop {
-        statuses = Vec::new();
-        for (view, _, _) in layout {
-            statuses.push(launcher::status(&view.ops).await.unwrap_or_default());
-        }
-        let heights: Vec<u64> = statuses
-            .iter()
-            .map(|s| s["channels"][CHANNEL]["height"].as_u64().unwrap_or(0))
-            .collect();
-        if heights.windows(2).all(|w| w[0] == w[1]) || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let mut lat = r.latencies_ms.clone();
+    let (_, statuses) = workload::converge(layout, Duration::from_secs(30)).await;
+    let mut lat: Vec<f64> = r.latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     lat.sort_by(f64::total_cmp);
     let secs = r.elapsed.as_secs_f64().max(0.001);
     println!("\n== summary ==========================================================");
@@ -596,7 +309,7 @@ async fn summary(
         "node", "role", "height", "last block hash", "state hash"
     );
     let mut state_hashes = Vec::new();
-    for ((view, _, _), s) in layout.iter().zip(&statuses) {
+    for (view, s) in layout.iter().zip(&statuses) {
         let ch = &s["channels"][CHANNEL];
         let short = |k: &str| {
             ch[k]
