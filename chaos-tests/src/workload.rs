@@ -42,11 +42,11 @@ pub struct Outcome {
     pub latencies: Vec<Duration>,
 }
 
-/// Mints `clients × 16` accounts, then runs transfers for `o.seconds`.
+/// Mints `clients × 4` accounts, then runs transfers for `o.seconds`.
 pub async fn run(g: &Generated, nodes: &[NodeView], o: &Options) -> anyhow::Result<Outcome> {
     let gw = Arc::new(Gateway::from_network(g, "Org1MSP", "User1", CHANNEL)?);
     let clients = o.clients.max(1);
-    let accounts = (clients * 16).max(2);
+    let accounts = (clients * 4).max(2);
     println!("minting {accounts} accounts...");
     let mut minters = Vec::new();
     for c in 0..clients {

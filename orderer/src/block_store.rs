@@ -48,16 +48,23 @@ impl std::fmt::Debug for BlockStore {
     }
 }
 
+/// Largest memtable of one keyspace before it is flushed. fjall's default (64 MiB per
+/// keyspace) made an orderer's resident set grow by hundreds of MiB under load; 16 MiB still
+/// reached 195 MiB in 10 minutes. 8 MiB holds it near 140 MiB at the price of more flush work
+/// (lower ordering throughput and a higher Deliver p99; see docs/performance.md).
+pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// fjall's block cache for the whole node database.
+pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Options of every keyspace of the orderer (memory bounds).
+pub fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
 impl BlockStore {
     pub fn open(db: &Database, channel_id: &str) -> Result<Self, BlockStoreError> {
-        let blocks = db.keyspace(
-            &format!("blocks.{channel_id}"),
-            KeyspaceCreateOptions::default,
-        )?;
-        let txids = db.keyspace(
-            &format!("txids.{channel_id}"),
-            KeyspaceCreateOptions::default,
-        )?;
+        let blocks = db.keyspace(&format!("blocks.{channel_id}"), keyspace_options)?;
+        let txids = db.keyspace(&format!("txids.{channel_id}"), keyspace_options)?;
         let store = BlockStore {
             inner: Arc::new(Inner {
                 db: db.clone(),

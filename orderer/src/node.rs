@@ -146,6 +146,7 @@ impl Node {
         let err = storage_err(&config.data_dir);
         std::fs::create_dir_all(&config.data_dir).map_err(|e| err(e.to_string()))?;
         let db = Database::builder(config.data_dir.join("ledger"))
+            .cache_size(crate::block_store::CACHE_BYTES)
             .open()
             .map_err(|e| err(e.to_string()))?;
         let clients = ClusterClients::new(tls.clone());

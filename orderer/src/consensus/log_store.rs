@@ -9,9 +9,9 @@ use std::fmt::Debug;
 use std::ops::Bound;
 use std::ops::RangeBounds;
 
+use crate::block_store::keyspace_options;
 use fjall::Database;
 use fjall::Keyspace;
-use fjall::KeyspaceCreateOptions;
 use fjall::PersistMode;
 use openraft::storage::LogFlushed;
 use openraft::storage::RaftLogStorage;
@@ -61,14 +61,8 @@ impl LogStore {
     pub fn open(db: &Database, channel_id: &str) -> std::result::Result<Self, fjall::Error> {
         Ok(LogStore {
             db: db.clone(),
-            log: db.keyspace(
-                &format!("rlog.{channel_id}"),
-                KeyspaceCreateOptions::default,
-            )?,
-            meta: db.keyspace(
-                &format!("rmeta.{channel_id}"),
-                KeyspaceCreateOptions::default,
-            )?,
+            log: db.keyspace(&format!("rlog.{channel_id}"), keyspace_options)?,
+            meta: db.keyspace(&format!("rmeta.{channel_id}"), keyspace_options)?,
         })
     }
 

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use fjall::Database;
 use fjall::Keyspace;
-use fjall::KeyspaceCreateOptions;
 use fjall::PersistMode;
 use openraft::storage::RaftStateMachine;
 use openraft::storage::Snapshot;
@@ -131,7 +130,10 @@ impl StateMachine {
         limits: BatchLimits,
     ) -> std::result::Result<Self, BlockStoreError> {
         let db = store.database().clone();
-        let meta = db.keyspace(&format!("sm.{channel_id}"), KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace(
+            &format!("sm.{channel_id}"),
+            crate::block_store::keyspace_options,
+        )?;
         // The durable state is the latest snapshot; Raft re-applies the entries after it (they
         // are never purged before a snapshot covers them), re-cutting byte-identical blocks.
         let stored: Option<StoredSnapshot> = match meta.get(SNAPSHOT)? {

@@ -9,6 +9,8 @@
 mod store;
 
 pub use store::Ledger;
+pub use store::CACHE_BYTES;
+pub use store::MEMTABLE_BYTES;
 
 /// A committed key's version: the block and position of the transaction that last wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

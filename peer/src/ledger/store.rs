@@ -108,15 +108,21 @@ fn decode_tx(bytes: &[u8]) -> Result<TxRecord, LedgerError> {
     })
 }
 
+/// Largest memtable of one keyspace before it is flushed (fjall's default, 64 MiB per
+/// keyspace, made a peer's resident set grow by hundreds of MiB under load).
+pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// fjall's block cache for the whole ledger database.
+pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Options of every ledger keyspace (memory bounds).
+pub fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
 impl Ledger {
     /// Opens (or creates) the ledger of `channel_id` in `db`; resumes at the savepoint.
     pub fn open(db: &Database, channel_id: &str) -> Result<Self, LedgerError> {
-        let ks = |prefix: &str| {
-            db.keyspace(
-                &format!("{prefix}.{channel_id}"),
-                KeyspaceCreateOptions::default,
-            )
-        };
+        let ks = |prefix: &str| db.keyspace(&format!("{prefix}.{channel_id}"), keyspace_options);
         let meta = ks("meta")?;
         let height = match meta.get(SAVEPOINT)? {
             Some(v) => u64::from_be_bytes(

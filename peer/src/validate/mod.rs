@@ -8,6 +8,9 @@
 //!
 //! **Phase 1, per transaction, in parallel** (rayon; `tx.rs`) — each check depends only on the
 //! transaction, the channel and committed state, so the order of work cannot change a result.
+//! Signatures (each transaction's creator and endorsements) are verified across the block in
+//! ed25519 batches of about [`batch::BATCH_SIGNATURES`], split at transaction boundaries
+//! (`batch.rs`); a transaction in a failed batch is re-checked on its own.
 //! Checks run in this order; the first failure gives the code:
 //!
 //! | check | code |
@@ -69,6 +72,7 @@
 //! - Never panics on any block content; work per transaction is bounded by
 //!   [`MAX_RWSET_ITEMS`] and [`MAX_ENDORSEMENTS`] (plus the orderer's block size limits).
 
+mod batch;
 mod mvcc;
 mod tx;
 
@@ -129,9 +133,15 @@ pub fn validate_block(
 ) -> Result<ValidatedBlock, LedgerError> {
     let block_num = block.header.as_ref().map_or(0, |h| h.number);
     let envelopes = shared_proto::block::tx_envelopes(block);
-    let checked = envelopes
+    let prepared: Vec<tx::Prepared> = envelopes
         .par_iter()
-        .map(|bytes| tx::check_tx(channel, state, bytes, now_unix))
+        .map(|bytes| tx::prepare_tx(channel, bytes, now_unix))
+        .collect();
+    let batch_ok = batch::verify_block_signatures(&prepared);
+    let checked = prepared
+        .into_par_iter()
+        .zip(batch_ok)
+        .map(|(p, ok)| tx::finish_tx(channel, state, p, ok, now_unix))
         .collect::<Result<Vec<_>, _>>()?;
     mvcc::validate_in_order(state, block_num, checked)
 }

@@ -541,3 +541,45 @@ fn endorsed_result_rewrapped_into_another_transaction_is_refused() {
         Code::InvalidEndorserTransaction
     );
 }
+
+#[test]
+fn bad_signatures_in_a_block_batch_fail_only_their_own_transactions() {
+    let k = kit();
+    // 120 transactions, 3 signatures each: about six 64-signature batches.
+    let txs: Vec<TxBuilder> = (0..120)
+        .map(|i| {
+            TxBuilder::new(
+                "token",
+                Rw::new("token").write(&format!("k{i}"), b"1").set(),
+            )
+            .endorsed_by(&[&k.org1_peers[0], &k.org2_peers[0]])
+        })
+        .collect();
+    let mut data: Vec<Vec<u8>> = txs.iter().map(TxBuilder::build).collect();
+    // #7: Org2's endorsement forged (policy fails); #50: creator signature forged;
+    // #51 (same batch as #50): untouched and valid; #119: last, lone in its batch, forged.
+    let forge_endorsement = |b: &TxBuilder| {
+        let mut tx = b.transaction();
+        tx.endorsements[1].signature[9] ^= 0x01;
+        b.envelope_of(&tx).encode_to_vec()
+    };
+    data[7] = forge_endorsement(&txs[7]);
+    let mut env = txs[50].envelope();
+    env.signature[3] ^= 0x10;
+    data[50] = env.encode_to_vec();
+    data[119] = forge_endorsement(&txs[119]);
+    let out = validate(&MemState::default(), data);
+    for (i, code) in out.codes.iter().enumerate() {
+        let want = match i {
+            7 | 119 => Code::EndorsementPolicyFailure,
+            50 => Code::BadCreatorSignature,
+            _ => Code::Valid,
+        };
+        assert_eq!(*code, want, "tx #{i}");
+    }
+    assert_eq!(
+        out.tx_ids[50], None,
+        "a forged envelope's tx id is not trusted"
+    );
+    assert!(out.tx_ids[7].is_some());
+}

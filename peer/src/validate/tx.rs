@@ -68,38 +68,140 @@ impl CheckedTx {
     }
 }
 
-/// Runs every phase-1 check on one data item of a block. `Err` only when `state` fails.
-pub(super) fn check_tx(
-    channel: &Channel,
-    state: &dyn StateReader,
-    bytes: &[u8],
-    now_unix: i64,
-) -> Result<CheckedTx, LedgerError> {
+/// A transaction after every phase-1 check except signature verification.
+pub(super) enum Prepared {
+    /// Refused before its creator could be identified: no tx id.
+    Refused(Code),
+    /// The envelope checked out (creator signature pending) but a later check failed.
+    Failed {
+        envelope: VerifiedEnvelope,
+        creator: PendingSignature,
+        code: Code,
+    },
+    /// Everything but the signatures and the endorsement policy checked out.
+    Ready {
+        envelope: VerifiedEnvelope,
+        creator: PendingSignature,
+        endorsed: Endorsed,
+    },
+}
+
+/// An endorser transaction whose signatures await verification.
+pub(super) struct Endorsed {
+    rwset: TxReadWriteSet,
+    chaincode: String,
+    transaction: Transaction,
+    candidates: Vec<Candidate>,
+}
+
+impl Prepared {
+    /// The signatures this transaction adds to its block's batch (creator first), in order;
+    /// empty when it has none to batch.
+    pub(super) fn batch_items(&self) -> Vec<(&[u8], Signature, VerifyingKey)> {
+        let Prepared::Ready {
+            creator, endorsed, ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut items = Vec::with_capacity(1 + endorsed.candidates.len());
+        if !creator.key.is_weak() {
+            items.push((creator.message.as_slice(), creator.signature, creator.key));
+        }
+        for c in &endorsed.candidates {
+            items.push((c.message.as_slice(), c.signature, c.identity.public_key));
+        }
+        items
+    }
+}
+
+/// Phase 1 without the signature checks: decode, envelope (creator signature deferred),
+/// transaction, chaincode, rwset, endorser identities.
+pub(super) fn prepare_tx(channel: &Channel, bytes: &[u8], now_unix: i64) -> Prepared {
     if bytes.is_empty() {
-        return Ok(CheckedTx::refused(Code::NilEnvelope));
+        return Prepared::Refused(Code::NilEnvelope);
     }
     let envelope = match shared_proto::envelope::decode_envelope(bytes) {
         Ok(envelope) => envelope,
-        Err(_) => return Ok(CheckedTx::refused(Code::BadPayload)),
+        Err(_) => return Prepared::Refused(Code::BadPayload),
     };
-    let (verified, creator_sig) =
+    let (envelope, creator) =
         match shared_proto::envelope::verify_envelope_deferred(channel, &envelope, now_unix) {
             Ok(v) => v,
-            Err(e) => return Ok(CheckedTx::refused(envelope_code(&e))),
+            Err(e) => return Prepared::Refused(envelope_code(&e)),
         };
-    // The creator's signature is verified in one batch with the endorsements (below); when the
-    // transaction fails earlier, it is verified alone so a forged envelope still reads
-    // BAD_CREATOR_SIGNATURE, and its tx id is never trusted.
-    let outcome = match check_endorser_tx(channel, &verified, &creator_sig, now_unix) {
-        Err(code) if code != Code::BadCreatorSignature && creator_sig.verify().is_err() => {
-            Err(Code::BadCreatorSignature)
-        }
-        other => other,
-    };
-    if outcome == Err(Code::BadCreatorSignature) {
-        return Ok(CheckedTx::refused(Code::BadCreatorSignature));
+    match prepare_endorser_tx(channel, &envelope, now_unix) {
+        Ok(endorsed) => Prepared::Ready {
+            envelope,
+            creator,
+            endorsed,
+        },
+        Err(code) => Prepared::Failed {
+            envelope,
+            creator,
+            code,
+        },
     }
-    let tx_id = Some(verified.tx_id.clone()).filter(|id| !id.is_empty());
+}
+
+/// Finishes phase 1 once the block's signature batch is known: `batch_ok` means every
+/// signature of [`Prepared::batch_items`] verified (in a batch with other transactions'). When
+/// the batch failed, this transaction's signatures are checked on their own to find the bad
+/// ones. `Err` only when `state` fails.
+pub(super) fn finish_tx(
+    channel: &Channel,
+    state: &dyn StateReader,
+    prepared: Prepared,
+    batch_ok: bool,
+    now_unix: i64,
+) -> Result<CheckedTx, LedgerError> {
+    let (envelope, outcome) = match prepared {
+        Prepared::Refused(code) => return Ok(CheckedTx::refused(code)),
+        // A forged envelope reads BAD_CREATOR_SIGNATURE whatever else is wrong with it, and its
+        // tx id is never trusted.
+        Prepared::Failed {
+            envelope,
+            creator,
+            code,
+        } => {
+            if code == Code::BadCreatorSignature || creator.verify().is_err() {
+                return Ok(CheckedTx::refused(Code::BadCreatorSignature));
+            }
+            (envelope, Err(code))
+        }
+        Prepared::Ready {
+            envelope,
+            creator,
+            endorsed,
+        } => {
+            let signers = if batch_ok {
+                if creator.key.is_weak() {
+                    // Not in the batch: verify_strict refuses it.
+                    return Ok(CheckedTx::refused(Code::BadCreatorSignature));
+                }
+                distinct_signers(endorsed.candidates)
+            } else {
+                let tx = &endorsed.transaction;
+                match valid_endorsers(
+                    channel,
+                    &tx.proposal_response_payload,
+                    &tx.endorsements,
+                    Some(&creator),
+                    now_unix,
+                ) {
+                    Ok(signers) => signers,
+                    Err(code) => return Ok(CheckedTx::refused(code)),
+                }
+            };
+            let outcome = match channel.evaluate_endorsement(&endorsed.chaincode, &signers) {
+                Ok(true) => Ok(endorsed.rwset),
+                Ok(false) => Err(Code::EndorsementPolicyFailure),
+                Err(_) => Err(Code::InvalidChaincode),
+            };
+            (envelope, outcome)
+        }
+    };
+    let tx_id = Some(envelope.tx_id).filter(|id| !id.is_empty());
     let committed = match &tx_id {
         Some(id) => state.has_tx(id)?,
         None => false,
@@ -130,13 +232,13 @@ pub(super) fn envelope_code(error: &EnvelopeError) -> Code {
     }
 }
 
-/// The checks after the envelope: transaction, action, chaincode, rwset, endorsements.
-fn check_endorser_tx(
+/// The checks after the envelope: transaction, action, chaincode, rwset, endorser identities
+/// (their signatures and the policy come in [`finish_tx`]).
+fn prepare_endorser_tx(
     channel: &Channel,
     envelope: &VerifiedEnvelope,
-    creator_sig: &PendingSignature,
     now_unix: i64,
-) -> Result<TxReadWriteSet, Code> {
+) -> Result<Endorsed, Code> {
     if envelope.header_type != HeaderType::EndorserTransaction {
         return Err(Code::UnknownTxType);
     }
@@ -161,18 +263,18 @@ fn check_endorser_tx(
     }
     let rwset = action.results.unwrap_or_default();
     check_rwset(&chaincode.name, &rwset)?;
-    let signers = valid_endorsers(
+    let candidates = candidates(
         channel,
         &tx.proposal_response_payload,
         &tx.endorsements,
-        Some(creator_sig),
         now_unix,
-    )?;
-    match channel.evaluate_endorsement(&chaincode.name, &signers) {
-        Ok(true) => Ok(rwset),
-        Ok(false) => Err(Code::EndorsementPolicyFailure),
-        Err(_) => Err(Code::InvalidChaincode),
-    }
+    );
+    Ok(Endorsed {
+        rwset,
+        chaincode: chaincode.name,
+        transaction: tx,
+        candidates,
+    })
 }
 
 /// The proposal in the transaction is the one endorsed, and it is this envelope's.
@@ -301,27 +403,7 @@ pub(super) fn valid_endorsers(
     creator: Option<&PendingSignature>,
     now_unix: i64,
 ) -> Result<Vec<Signer>, Code> {
-    let mut candidates = Vec::with_capacity(endorsements.len());
-    for endorsement in endorsements {
-        let Ok(identity) = channel
-            .msps()
-            .deserialize_identity(&endorsement.endorser, now_unix)
-        else {
-            continue;
-        };
-        let Ok(signature) = signing::parse_signature(&endorsement.signature) else {
-            continue;
-        };
-        if identity.public_key.is_weak() {
-            continue;
-        }
-        let message = signing::message(Domain::Endorsement, &[payload, &endorsement.endorser]);
-        candidates.push(Candidate {
-            identity,
-            signature,
-            message,
-        });
-    }
+    let candidates = candidates(channel, payload, endorsements, now_unix);
     let creator_batchable = creator.filter(|c| !c.key.is_weak());
     let all_valid = candidates.len() + usize::from(creator_batchable.is_some()) > 1
         && batch_verifies(&candidates, creator_batchable);
@@ -350,6 +432,55 @@ pub(super) fn valid_endorsers(
         });
     }
     Ok(signers)
+}
+
+/// The endorsements whose identity deserializes at `now_unix`, with a well-formed signature by
+/// a key that is not of small order, ready for signature verification.
+fn candidates(
+    channel: &Channel,
+    payload: &[u8],
+    endorsements: &[Endorsement],
+    now_unix: i64,
+) -> Vec<Candidate> {
+    let mut candidates = Vec::with_capacity(endorsements.len());
+    for endorsement in endorsements {
+        let Ok(identity) = channel
+            .msps()
+            .deserialize_identity(&endorsement.endorser, now_unix)
+        else {
+            continue;
+        };
+        let Ok(signature) = signing::parse_signature(&endorsement.signature) else {
+            continue;
+        };
+        if identity.public_key.is_weak() {
+            continue;
+        }
+        let message = signing::message(Domain::Endorsement, &[payload, &endorsement.endorser]);
+        candidates.push(Candidate {
+            identity,
+            signature,
+            message,
+        });
+    }
+    candidates
+}
+
+/// Signers of `candidates` whose signatures are known good, first occurrence of each
+/// certificate kept.
+fn distinct_signers(candidates: Vec<Candidate>) -> Vec<Signer> {
+    let mut signers: Vec<Signer> = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        if signers.iter().any(|s| s.id == c.identity.id) {
+            continue;
+        }
+        signers.push(Signer {
+            id: c.identity.id,
+            msp_id: c.identity.msp_id,
+            role: c.identity.role,
+        });
+    }
+    signers
 }
 
 fn batch_verifies(candidates: &[Candidate], creator: Option<&PendingSignature>) -> bool {
