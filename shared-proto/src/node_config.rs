@@ -608,6 +608,91 @@ mod tests {
     }
 
     #[test]
+    fn gossip_settings_errors_name_the_field() {
+        let ok = GossipSettings {
+            external_endpoint: "peer0:7051".into(),
+            ..GossipSettings::default()
+        };
+        assert!(ok.validate().is_ok());
+        let cases: Vec<(&str, GossipSettings)> = vec![
+            (
+                "gossip.external_endpoint",
+                GossipSettings {
+                    external_endpoint: String::new(),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "gossip.bootstrap[1]",
+                GossipSettings {
+                    bootstrap: vec!["a:1".into(), "nope".into()],
+                    ..ok.clone()
+                },
+            ),
+            (
+                "gossip.static_leader",
+                GossipSettings {
+                    static_leader: Some(true),
+                    orderer_connected: false,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "gossip.fanout",
+                GossipSettings {
+                    fanout: 0,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "gossip.heartbeat_ms",
+                GossipSettings {
+                    heartbeat_ms: 10,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "gossip.alive_expiry_ms",
+                GossipSettings {
+                    alive_expiry_ms: 1500,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "gossip.pull_interval_ms",
+                GossipSettings {
+                    pull_interval_ms: 1,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "gossip.pull_batch_blocks",
+                GossipSettings {
+                    pull_batch_blocks: 0,
+                    ..ok.clone()
+                },
+            ),
+        ];
+        for (field, settings) in cases {
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn gossip_tunables_default_when_absent_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "bootstrap = []\norderer_connected = false\nexternal_endpoint = \"p:1\"\nfanout = 5\n",
+        );
+        let g: GossipSettings = load_toml(&p, "X_", std::iter::empty()).unwrap();
+        assert_eq!(g.fanout, 5);
+        assert_eq!(g.heartbeat_ms, gossip_defaults::heartbeat_ms());
+        assert_eq!(g.static_leader, None);
+    }
+
+    #[test]
     fn missing_file_is_a_read_error() {
         let err = load_toml::<Sample>(Path::new("/nonexistent/c.toml"), "X_", std::iter::empty())
             .unwrap_err();
