@@ -225,21 +225,11 @@ impl Report {
     }
 }
 
-/// The process's peak resident set (`VmHWM` in `/proc/self/status`), MiB.
+/// The process's peak resident set (`VmHWM` in `/proc/<pid>/status`), MiB.
 pub fn peak_rss_mib() -> anyhow::Result<f64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("no VmHWM in /proc/self/status")?;
-    let kib: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("VmHWM without a value")?
-        .parse()
-        .context("VmHWM value")?;
-    Ok(kib / 1024.0)
+    crate::launcher::rss_mib(std::process::id())
+        .map(|r| r.peak)
+        .context("no VmHWM in this process's /proc status")
 }
 
 fn round3(v: f64) -> f64 {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chaos_tests::bench::Percentiles;
 use chaos_tests::launcher;
 use chaos_tests::launcher::Kind;
 use chaos_tests::launcher::NodeProcess;
@@ -276,19 +277,10 @@ async fn devnet(o: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 async fn summary(layout: &[NodeView], r: &workload::Outcome, o: &RunOptions) -> anyhow::Result<()> {
     // Let every node reach the same height before comparing.
     let (_, statuses) = workload::converge(layout, Duration::from_secs(30)).await;
-    let mut lat: Vec<f64> = r.latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    lat.sort_by(f64::total_cmp);
+    let lat = Percentiles::of(&r.latencies);
     let secs = r.elapsed.as_secs_f64().max(0.001);
     println!("\n== summary ==========================================================");
     println!("committed (VALID)        {}", r.committed);
@@ -301,8 +293,7 @@ async fn summary(layout: &[NodeView], r: &workload::Outcome, o: &RunOptions) -> 
     );
     println!(
         "submit->commit latency   p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99)
+        lat.p50, lat.p99
     );
     println!(
         "\n{:<16} {:<12} {:>8}  {:<18} {:<18}",

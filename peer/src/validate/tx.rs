@@ -412,26 +412,14 @@ pub(super) fn valid_endorsers(
             c.verify().map_err(|_| Code::BadCreatorSignature)?;
         }
     }
-    let mut signers: Vec<Signer> = Vec::with_capacity(candidates.len());
-    for c in candidates {
-        if !all_valid
-            && c.identity
+    let verified = candidates.into_iter().filter(|c| {
+        all_valid
+            || c.identity
                 .public_key
                 .verify_strict(&c.message, &c.signature)
-                .is_err()
-        {
-            continue;
-        }
-        if signers.iter().any(|s| s.id == c.identity.id) {
-            continue;
-        }
-        signers.push(Signer {
-            id: c.identity.id,
-            msp_id: c.identity.msp_id,
-            role: c.identity.role,
-        });
-    }
-    Ok(signers)
+                .is_ok()
+    });
+    Ok(distinct_signers(verified))
 }
 
 /// The endorsements whose identity deserializes at `now_unix`, with a well-formed signature by
@@ -468,8 +456,8 @@ fn candidates(
 
 /// Signers of `candidates` whose signatures are known good, first occurrence of each
 /// certificate kept.
-fn distinct_signers(candidates: Vec<Candidate>) -> Vec<Signer> {
-    let mut signers: Vec<Signer> = Vec::with_capacity(candidates.len());
+fn distinct_signers(candidates: impl IntoIterator<Item = Candidate>) -> Vec<Signer> {
+    let mut signers: Vec<Signer> = Vec::new();
     for c in candidates {
         if signers.iter().any(|s| s.id == c.identity.id) {
             continue;
