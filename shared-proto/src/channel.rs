@@ -40,6 +40,11 @@ use crate::signing::Domain;
 pub const READERS: &str = "Readers";
 pub const WRITERS: &str = "Writers";
 pub const ADMINS: &str = "Admins";
+
+/// Ceiling on a channel's `bytes_absolute_max`. One envelope becomes at most one Raft entry, and
+/// the orderers must move an entry between them within one heartbeat and under their transport
+/// limit (64 MiB), so no channel may allow envelopes larger than this. Fabric's default is 10 MB.
+pub const BYTES_ABSOLUTE_MAX_CEILING: u32 = 16 * 1024 * 1024;
 pub const BLOCK_VALIDATION: &str = "BlockValidation";
 
 /// Why a channel configuration or config block was refused.
@@ -371,6 +376,15 @@ fn check_orderer(config: &ChannelConfig, orderer_orgs: &[String]) -> Result<(), 
             format!(
                 "({}) must be at least bytes_preferred_max ({})",
                 batch.bytes_absolute_max, batch.bytes_preferred_max
+            ),
+        ));
+    }
+    if batch.bytes_absolute_max > BYTES_ABSOLUTE_MAX_CEILING {
+        return Err(invalid(
+            "orderer.batch_size.bytes_absolute_max",
+            format!(
+                "({}) is above the ceiling of {BYTES_ABSOLUTE_MAX_CEILING} bytes (16 MiB)",
+                batch.bytes_absolute_max
             ),
         ));
     }

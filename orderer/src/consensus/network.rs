@@ -24,6 +24,7 @@ use openraft::raft::InstallSnapshotResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::BasicNode;
+use shared_proto::channel::BYTES_ABSOLUTE_MAX_CEILING;
 use shared_proto::pb::orderer::cluster_client::ClusterClient;
 use shared_proto::pb::orderer::raft_request::Kind;
 use shared_proto::pb::orderer::RaftRequest;
@@ -32,13 +33,26 @@ use tonic::transport::Endpoint;
 
 use super::decode;
 use super::encode;
+use super::Entry;
 use super::NodeId;
+use super::Request;
 use super::TypeConfig;
 use shared_proto::tls::host_of;
 use shared_proto::tls::TlsMaterial;
 
-/// Largest Raft message accepted or sent (a full entry batch plus headroom).
+/// Largest Raft message accepted or sent. One entry is at most one proposer batch
+/// ([`super::proposer::BATCH_BYTES_MAX`]) or a single envelope (at most
+/// [`BYTES_ABSOLUTE_MAX_CEILING`]), so one entry always fits with room for framing.
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Bytes of entries one AppendEntries carries when it carries more than one entry. openraft
+/// gives an AppendEntries one heartbeat to complete and resends the same range after a
+/// failure, so a message must stay small enough to cross in that time on a loaded node.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+const _: () = assert!(
+    BYTES_ABSOLUTE_MAX_CEILING as usize + super::proposer::BATCH_BYTES_MAX + 1024 * 1024
+        <= RAFT_MESSAGE_BYTES_MAX
+);
 
 /// Connections to the other orderers' cluster listeners, shared across channels.
 #[derive(Debug, Clone)]
@@ -171,12 +185,25 @@ impl Connection {
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
+    /// Sends the longest prefix of `rpc.entries` within [`APPEND_ENTRIES_BYTES_MAX`] (at least
+    /// one entry). When entries were left out, a success is reported to openraft as a partial
+    /// success up to the last entry sent, and openraft sends the rest next.
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        self.call(Kind::AppendEntries, &rpc, &option).await
+        let keep = entries_within(&rpc.entries, APPEND_ENTRIES_BYTES_MAX);
+        if keep == rpc.entries.len() {
+            return self.call(Kind::AppendEntries, &rpc, &option).await;
+        }
+        rpc.entries.truncate(keep);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let response = self.call(Kind::AppendEntries, &rpc, &option).await?;
+        Ok(match response {
+            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last),
+            other => other,
+        })
     }
 
     async fn install_snapshot(
@@ -193,5 +220,58 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr> {
         self.call(Kind::Vote, &rpc, &option).await
+    }
+}
+
+/// Approximate encoded size of one entry: its envelopes plus framing.
+pub fn entry_bytes(entry: &Entry) -> usize {
+    const FRAMING: usize = 64;
+    match &entry.payload {
+        openraft::EntryPayload::Normal(Request::Envelopes(envelopes)) => {
+            envelopes.iter().map(|e| e.len() + 8).sum::<usize>() + FRAMING
+        }
+        _ => FRAMING,
+    }
+}
+
+/// How many leading entries fit in `bytes_max` (at least one, so a large entry still moves).
+fn entries_within(entries: &[Entry], bytes_max: usize) -> usize {
+    let mut total = 0;
+    for (i, e) in entries.iter().enumerate() {
+        total += entry_bytes(e);
+        if total > bytes_max {
+            return i.max(1);
+        }
+    }
+    entries.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+    use openraft::EntryPayload;
+    use openraft::LogId;
+
+    use super::*;
+
+    fn entry(index: u64, envelope_bytes: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::Envelopes(vec![serde_bytes::ByteBuf::from(
+                vec![0u8; envelope_bytes],
+            )])),
+        }
+    }
+
+    #[test]
+    fn append_entries_are_cut_by_bytes_and_a_large_entry_travels_alone() {
+        let mib = 1024 * 1024;
+        let small: Vec<Entry> = (1..=12).map(|i| entry(i, mib / 2)).collect();
+        assert_eq!(entries_within(&small, APPEND_ENTRIES_BYTES_MAX), 12);
+        let large: Vec<Entry> = (1..=12).map(|i| entry(i, 9 * mib)).collect();
+        assert_eq!(entries_within(&large, APPEND_ENTRIES_BYTES_MAX), 1);
+        let mixed = vec![entry(1, 3 * mib), entry(2, 3 * mib), entry(3, 3 * mib)];
+        assert_eq!(entries_within(&mixed, APPEND_ENTRIES_BYTES_MAX), 2);
+        assert_eq!(entries_within(&[], APPEND_ENTRIES_BYTES_MAX), 0);
     }
 }

@@ -97,11 +97,25 @@ async fn batch_loop(
     mut rx: mpsc::Receiver<Submission>,
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
-    while let Some(first) = rx.recv().await {
+    // A submission that did not fit the previous batch starts the next one.
+    let mut carried: Option<Submission> = None;
+    loop {
+        let first = match carried.take() {
+            Some(s) => s,
+            None => match rx.recv().await {
+                Some(s) => s,
+                None => return,
+            },
+        };
         let mut bytes = first.envelope.len();
         let mut batch = vec![first];
-        while batch.len() < BATCH_ENVELOPES_MAX && bytes < BATCH_BYTES_MAX {
+        // An entry holds at most BATCH_BYTES_MAX, or one envelope that is larger on its own.
+        while batch.len() < BATCH_ENVELOPES_MAX {
             match rx.try_recv() {
+                Ok(s) if bytes + s.envelope.len() > BATCH_BYTES_MAX => {
+                    carried = Some(s);
+                    break;
+                }
                 Ok(s) => {
                     bytes += s.envelope.len();
                     batch.push(s);
