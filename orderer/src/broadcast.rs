@@ -16,9 +16,19 @@
 //! | tx id already in a block                  | ALREADY_EXISTS       | CONFLICT                   |
 //! | repeat while the first copy is not yet in a block | SUCCESS (ordered once: the state machine drops the copy) | SUCCESS |
 //! | no leader, leader unreachable, shutting down | UNAVAILABLE       | SERVICE_UNAVAILABLE        |
+//! | leadership lost, not ordered within [`ORDER_TIMEOUT`] | UNAVAILABLE | SERVICE_UNAVAILABLE      |
+//! | node's in-flight byte budget full for [`BUDGET_WAIT`] | UNAVAILABLE | SERVICE_UNAVAILABLE      |
+//! | leader catching up (cannot rule out an old copy) | UNAVAILABLE      | SERVICE_UNAVAILABLE        |
+//!
+//! Memory: every envelope holds its size from the node-wide [`InFlightBytes`] budget from the
+//! moment it is read until it is answered, so the queue, the Raft entries in flight and the
+//! streams together stay within [`IN_FLIGHT_BYTES_MAX`]; one Broadcast stream reads no further
+//! while its envelopes in progress hold [`STREAM_BYTES_MAX`] or [`STREAM_IN_FLIGHT_MAX`]
+//! (HTTP/2 flow control then slows that client alone).
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use futures::StreamExt as _;
@@ -32,13 +42,66 @@ use shared_proto::pb::common::HeaderType;
 use shared_proto::pb::common::Payload;
 use shared_proto::pb::common::Status;
 use shared_proto::pb::orderer::BroadcastResponse;
+use tokio::sync::mpsc;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tonic::Code;
 
+use crate::channels::ChannelRuntime;
 use crate::channels::Registry;
 use crate::consensus::proposer::ProposeError;
 
 /// Envelopes of one Broadcast stream being checked or ordered at once; answers keep order.
 pub const STREAM_IN_FLIGHT_MAX: usize = 512;
+/// Bytes of one Broadcast stream's envelopes in progress.
+pub const STREAM_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Bytes of envelopes read and not yet answered, node-wide (every channel, stream and
+/// forwarded batch): with 9 MiB envelopes, 14 at a time.
+pub const IN_FLIGHT_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// How long an envelope waits for room in [`IN_FLIGHT_BYTES_MAX`] before it is refused.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
+/// Server-side bound on ordering one envelope: queue, proposal and forwarding included.
+pub const ORDER_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The node-wide byte budget of envelopes in progress.
+#[derive(Debug)]
+pub struct InFlightBytes {
+    room: Arc<Semaphore>,
+    bytes_max: usize,
+}
+
+impl InFlightBytes {
+    pub fn new(bytes_max: usize) -> Self {
+        InFlightBytes {
+            room: Arc::new(Semaphore::new(bytes_max)),
+            bytes_max,
+        }
+    }
+
+    /// Holds `bytes` of the budget until the permit drops; refuses after [`BUDGET_WAIT`].
+    pub async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, BroadcastError> {
+        let n = u32::try_from(bytes.min(self.bytes_max)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(BUDGET_WAIT, self.room.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(ProposeError::ShuttingDown.into()),
+            Err(_) => Err(BroadcastError::Busy {
+                bytes_max: self.bytes_max,
+            }),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn in_use(&self) -> usize {
+        self.bytes_max - self.room.available_permits()
+    }
+}
+
+impl Default for InFlightBytes {
+    fn default() -> Self {
+        InFlightBytes::new(IN_FLIGHT_BYTES_MAX)
+    }
+}
 
 /// Why Broadcast refused an envelope. [`BroadcastError::codes`] is the only mapping to wire
 /// codes.
@@ -61,6 +124,14 @@ pub enum BroadcastError {
     AlreadyOrdered(String),
     #[error("{0}")]
     NotOrdered(#[from] ProposeError),
+    #[error(
+        "the orderer holds its limit of {bytes_max} bytes of envelopes in progress; retry shortly"
+    )]
+    Busy { bytes_max: usize },
+    #[error("not ordered within {} ms (it may still be ordered; a retry is safe)", .after.as_millis())]
+    Timeout { after: Duration },
+    #[error("this node leads but is still pulling blocks, so it cannot tell whether tx {0} was ordered before; retry shortly")]
+    CatchingUp(String),
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -84,7 +155,10 @@ impl BroadcastError {
             BroadcastError::NotOrdered(ProposeError::Refused { status, .. }) => {
                 (code_of_status(*status), *status)
             }
-            BroadcastError::NotOrdered(_) => (Code::Unavailable, Status::ServiceUnavailable),
+            BroadcastError::NotOrdered(_)
+            | BroadcastError::Busy { .. }
+            | BroadcastError::Timeout { .. }
+            | BroadcastError::CatchingUp(_) => (Code::Unavailable, Status::ServiceUnavailable),
             BroadcastError::Storage(_) => (Code::Internal, Status::InternalServerError),
         }
     }
@@ -122,13 +196,22 @@ fn channel_of(envelope: &Envelope) -> Result<String, BroadcastError> {
     Ok(ch.channel_id)
 }
 
-/// Checks and orders one envelope. `forwardable`: false for envelopes forwarded by another
-/// orderer (they were checked there and must not bounce again).
-pub async fn order(
-    registry: &Registry,
-    envelope: Envelope,
-    forwardable: bool,
-) -> Result<String, BroadcastError> {
+/// Checks and orders one envelope from a client, within [`ORDER_TIMEOUT`].
+pub async fn order(registry: &Registry, envelope: Envelope) -> Result<String, BroadcastError> {
+    bounded(order_checked(registry, envelope)).await
+}
+
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, BroadcastError>>,
+) -> Result<T, BroadcastError> {
+    tokio::time::timeout(ORDER_TIMEOUT, work)
+        .await
+        .unwrap_or(Err(BroadcastError::Timeout {
+            after: ORDER_TIMEOUT,
+        }))
+}
+
+async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String, BroadcastError> {
     let channel_id = channel_of(&envelope)?;
     let channel = registry
         .get(&channel_id)
@@ -140,6 +223,7 @@ pub async fn order(
             size_bytes_max: channel.limits.bytes_absolute_max,
         });
     }
+    let _held = registry.in_flight.reserve(size).await?;
     let verified = verify_envelope(&channel.config, &envelope, registry.now_unix())?;
     match verified.header_type {
         HeaderType::EndorserTransaction | HeaderType::Message => {}
@@ -156,18 +240,52 @@ pub async fn order(
         });
     }
     let tx_id = verified.tx_id;
-    if channel
-        .store
-        .contains_tx(&tx_id)
-        .map_err(|e| BroadcastError::Storage(e.to_string()))?
-    {
-        return Err(BroadcastError::AlreadyOrdered(tx_id));
-    }
+    // A follower forwards: the leader checks its own index again (this node's may have a gap).
+    let leading = channel.leader() == Some(registry.node_id);
+    ensure_not_ordered(channel, &tx_id, leading)?;
     channel
         .proposer
-        .submit(envelope.encode_to_vec(), forwardable)
+        .submit(envelope.encode_to_vec(), true)
         .await?;
     Ok(tx_id)
+}
+
+/// Orders an envelope another consenter checked and forwarded, within [`ORDER_TIMEOUT`]. The
+/// forwarder's tx index may have a gap (a follower catching up), so this node checks its own:
+/// an envelope older than the retry window would otherwise be ordered twice.
+pub async fn order_forwarded(
+    registry: &Registry,
+    channel: &ChannelRuntime,
+    envelope: Vec<u8>,
+) -> Result<String, BroadcastError> {
+    let tx_id = crate::block_store::tx_id_of(&envelope).unwrap_or_default();
+    bounded(async {
+        let _held = registry.in_flight.reserve(envelope.len()).await?;
+        ensure_not_ordered(channel, &tx_id, true)?;
+        channel.proposer.submit(envelope, false).await?;
+        Ok(tx_id.clone())
+    })
+    .await
+}
+
+/// `AlreadyOrdered` if the tx is in this node's blocks. `vouch`: this node would propose the
+/// envelope itself, so a gap in its blocks (catch-up not finished) is a retryable refusal.
+fn ensure_not_ordered(
+    channel: &ChannelRuntime,
+    tx_id: &str,
+    vouch: bool,
+) -> Result<(), BroadcastError> {
+    if channel
+        .store
+        .contains_tx(tx_id)
+        .map_err(|e| BroadcastError::Storage(e.to_string()))?
+    {
+        return Err(BroadcastError::AlreadyOrdered(tx_id.to_owned()));
+    }
+    if vouch && channel.store.height() < channel.status.borrow().next_block {
+        return Err(BroadcastError::CatchingUp(tx_id.to_owned()));
+    }
+    Ok(())
 }
 
 /// The Broadcast/Submit answer for one envelope, counted in metrics.
@@ -197,24 +315,56 @@ pub type BroadcastStream =
     Pin<Box<dyn Stream<Item = Result<BroadcastResponse, tonic::Status>> + Send>>;
 
 /// Serves one Broadcast stream: one response per envelope, in order, with up to
-/// [`STREAM_IN_FLIGHT_MAX`] envelopes in progress.
+/// [`STREAM_IN_FLIGHT_MAX`] envelopes and [`STREAM_BYTES_MAX`] bytes in progress.
 pub fn serve_stream(
     registry: Arc<Registry>,
-    requests: tonic::Streaming<Envelope>,
+    mut requests: tonic::Streaming<Envelope>,
 ) -> BroadcastStream {
-    let responses = requests
-        .map(move |item| {
-            let registry = registry.clone();
-            async move {
-                match item {
-                    Ok(envelope) => {
-                        let result = order(&registry, envelope, true).await;
-                        Ok(response(&registry, result))
-                    }
+    let (answers, out) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
+    tokio::spawn(async move {
+        let room = Arc::new(Semaphore::new(STREAM_BYTES_MAX));
+        // Each envelope is ordered on its own task; this queue keeps the answers in order.
+        let (queue, mut queued) = mpsc::channel::<
+            Result<JoinHandle<BroadcastResponse>, tonic::Status>,
+        >(STREAM_IN_FLIGHT_MAX);
+        let relay = tokio::spawn(async move {
+            while let Some(next) = queued.recv().await {
+                let answer = match next {
+                    Ok(task) => task.await.map_err(|e| {
+                        tonic::Status::internal(format!("broadcast task failed: {e}"))
+                    }),
                     Err(status) => Err(status),
+                };
+                let end = answer.is_err();
+                if answers.send(answer).await.is_err() || end {
+                    return;
                 }
             }
-        })
-        .buffered(STREAM_IN_FLIGHT_MAX);
-    Box::pin(responses)
+        });
+        while let Some(item) = requests.next().await {
+            let next = match item {
+                Ok(envelope) => {
+                    let size = envelope.encoded_len().min(STREAM_BYTES_MAX);
+                    let n = u32::try_from(size).unwrap_or(u32::MAX);
+                    let Ok(held) = room.clone().acquire_many_owned(n).await else {
+                        break;
+                    };
+                    let registry = registry.clone();
+                    Ok(tokio::spawn(async move {
+                        let result = order(&registry, envelope).await;
+                        drop(held);
+                        response(&registry, result)
+                    }))
+                }
+                Err(status) => Err(status),
+            };
+            let end = next.is_err();
+            if queue.send(next).await.is_err() || end {
+                break;
+            }
+        }
+        drop(queue);
+        let _ = relay.await;
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))
 }

@@ -8,6 +8,7 @@ use shared_proto::channel::Channel;
 use tokio::sync::watch;
 
 use crate::block_store::BlockStore;
+use crate::broadcast::InFlightBytes;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::state_machine::SmStatus;
 use crate::consensus::NodeId;
@@ -57,6 +58,8 @@ pub struct Registry {
     pub metrics: Arc<Metrics>,
     /// Current time in Unix seconds (injected so tests can move it).
     pub clock: fn() -> i64,
+    /// Bytes of envelopes in progress on this node (every channel).
+    pub in_flight: InFlightBytes,
 }
 
 impl Registry {

@@ -176,6 +176,7 @@ impl Node {
             channels,
             metrics,
             clock: system_clock,
+            in_flight: Default::default(),
         });
         for channel in registry.channels.values() {
             background.push(tokio::spawn(catchup::run(

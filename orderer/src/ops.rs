@@ -58,7 +58,8 @@ async fn readyz(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     }
 }
 
-/// Per channel: height, last block's header hash (hex), Raft leader, pending envelopes.
+/// Per channel: height, last block's header hash (hex), Raft leader, pending envelopes, and
+/// the Raft log's term, last index, snapshot and purge points.
 async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     let mut channels = serde_json::Map::new();
     for (id, ch) in &registry.channels {
@@ -69,6 +70,7 @@ async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
             .and_then(|b| shared_proto::block::header_hash(&b).ok())
             .map(hex::encode)
             .unwrap_or_default();
+        let raft = ch.raft.metrics().borrow().clone();
         channels.insert(
             id.clone(),
             serde_json::json!({
@@ -76,6 +78,12 @@ async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
                 "last_block_hash": last_hash,
                 "leader": ch.leader(),
                 "pending": ch.status.borrow().pending,
+                "raft": {
+                    "term": raft.current_term,
+                    "last_log_index": raft.last_log_index,
+                    "snapshot_index": raft.snapshot.map(|l| l.index),
+                    "purged_index": raft.purged.map(|l| l.index),
+                },
             }),
         );
     }

@@ -64,7 +64,7 @@ impl AtomicBroadcast for AtomicBroadcastService {
         &self,
         request: Request<Envelope>,
     ) -> Result<Response<BroadcastResponse>, Status> {
-        let result = broadcast::order(&self.registry, request.into_inner(), true).await;
+        let result = broadcast::order(&self.registry, request.into_inner()).await;
         match result {
             Ok(tx_id) => Ok(Response::new(broadcast::response(
                 &self.registry,
@@ -163,13 +163,7 @@ impl Cluster for ClusterService {
         let results = futures::future::join_all(req.envelopes.into_iter().map(|bytes| {
             let channel = channel.clone();
             async move {
-                let tx_id = crate::block_store::tx_id_of(&bytes).unwrap_or_default();
-                let result = channel
-                    .proposer
-                    .submit(bytes, false)
-                    .await
-                    .map(|()| tx_id)
-                    .map_err(broadcast::BroadcastError::from);
+                let result = broadcast::order_forwarded(&self.registry, &channel, bytes).await;
                 broadcast::response(&self.registry, result)
             }
         }))

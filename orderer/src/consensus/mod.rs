@@ -53,6 +53,8 @@ pub struct Response {
     pub blocks_cut: u32,
     /// Envelopes refused by the cutter (larger than `bytes_absolute_max`).
     pub envelopes_refused: u32,
+    /// Positions (in the entry) of the refused envelopes: they must not be answered SUCCESS.
+    pub refused_at: Vec<u32>,
     /// Envelopes dropped because their tx id was accepted recently (a client's retry).
     pub duplicates_dropped: u32,
 }

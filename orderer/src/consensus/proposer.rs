@@ -1,19 +1,37 @@
 //! Proposing: verified envelopes become Raft entries, and the batch timeout becomes
 //! `TimeToCut` entries.
 //!
-//! Envelopes queue per channel (bounded: a full queue makes Broadcast wait, which slows clients
-//! instead of growing memory). One loop drains whatever is queued into one entry (up to
-//! [`BATCH_ENVELOPES_MAX`] / [`BATCH_BYTES_MAX`]) and proposes it, keeping up to
-//! [`IN_FLIGHT_MAX`] entries in flight so the Raft pipeline stays full. A follower's
-//! `client_write` fails with ForwardToLeader; the batch is then forwarded once to the leader
-//! over `Cluster.Forward` (the leader proposes it and answers after commit). The answer for an
-//! envelope is given only after the entry holding it is committed and applied.
+//! Envelopes queue per channel (bounded in count here and in bytes by the node-wide budget in
+//! [`crate::broadcast`]). One loop drains whatever is queued into one entry (up to
+//! [`BATCH_ENVELOPES_MAX`] / [`BATCH_BYTES_MAX`], or one larger envelope alone) and proposes
+//! it, keeping up to [`IN_FLIGHT_MAX`] entries in flight so the Raft pipeline stays full. A
+//! follower's `client_write` fails with ForwardToLeader; the batch is then forwarded once to
+//! the leader over `Cluster.Forward` (the leader proposes it and answers after commit). The
+//! answer for an envelope is given only after the entry holding it is committed and applied.
+//!
+//! Every proposal ends within [`PROPOSAL_TIMEOUT`], and at once when this node stops leading
+//! while it waits: openraft may never answer a write whose entry was replaced (a former
+//! leader that installs a snapshot past its own log), and an in-flight slot held forever would
+//! stop the channel taking writes. Such an envelope may still be ordered by the new leader;
+//! the answer says so, and a retry is safe (the retry filter and the tx index drop copies).
+//!
+//! | outcome of one proposal                     | answer per envelope                      |
+//! |---------------------------------------------|------------------------------------------|
+//! | committed and applied                       | Ok, or `Refused` for an envelope the cutter refused |
+//! | this node is a follower, leader known       | forwarded; the leader's answer           |
+//! | no leader known                             | `NoLeader` (retryable)                   |
+//! | leadership lost while waiting               | `LeadershipLost` (retryable, may be ordered) |
+//! | no answer within [`PROPOSAL_TIMEOUT`]       | `Timeout` (retryable, may be ordered)    |
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError;
+use openraft::raft::ClientWriteResponse;
+use openraft::BasicNode;
+use openraft::RaftMetrics;
 use serde_bytes::ByteBuf;
 use shared_proto::pb::common::Status;
 use shared_proto::pb::orderer::ForwardRequest;
@@ -28,17 +46,21 @@ use super::state_machine::SmStatus;
 use super::NodeId;
 use super::Raft;
 use super::Request;
+use super::TypeConfig;
 
-/// Envelopes waiting to be proposed, per channel.
+/// Envelopes waiting to be proposed, per channel (their bytes are bounded node-wide by
+/// [`crate::broadcast::InFlightBytes`]).
 pub const QUEUE_MAX: usize = 20_000;
 /// Envelopes in one Raft entry.
 pub const BATCH_ENVELOPES_MAX: usize = 2_000;
-/// Bytes of envelopes in one Raft entry.
+/// Bytes of envelopes in one Raft entry (a single larger envelope travels alone).
 pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Entries proposed and not yet committed.
 pub const IN_FLIGHT_MAX: usize = 32;
-/// How long a forwarded batch may take at the leader.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one proposal may wait for commit before its envelopes get a retryable answer.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a forwarded batch may take at the leader (its own proposal timeout plus travel).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// Why an envelope was not ordered. Every variant but `Refused` is worth a retry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,10 +71,38 @@ pub enum ProposeError {
     Forward { leader: NodeId, message: String },
     #[error("leader refused the envelope: {message}")]
     Refused { status: Status, message: String },
+    #[error("leadership lost while the envelope was being ordered (it may still be ordered; a retry is safe)")]
+    LeadershipLost,
+    #[error("not committed within {} ms (it may still be ordered; a retry is safe)", .after.as_millis())]
+    Timeout { after: Duration },
     #[error("raft: {0}")]
     Raft(String),
     #[error("the node is shutting down")]
     ShuttingDown,
+}
+
+/// What the proposer needs from Raft; [`Raft`] in the node, a scripted double in tests.
+pub trait Consensus: Clone + Send + Sync + 'static {
+    fn write(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<ClientWriteResponse<TypeConfig>, WriteError>> + Send;
+    fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>>;
+}
+
+pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
+
+impl Consensus for Raft {
+    fn write(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<ClientWriteResponse<TypeConfig>, WriteError>> + Send {
+        self.client_write(request)
+    }
+
+    fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        Raft::metrics(self)
+    }
 }
 
 struct Submission {
@@ -68,8 +118,17 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn spawn(channel_id: String, raft: Raft, clients: ClusterClients) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_MAX);
+    pub fn spawn(channel_id: String, raft: impl Consensus, clients: ClusterClients) -> Self {
+        Self::spawn_with(channel_id, raft, clients, QUEUE_MAX)
+    }
+
+    fn spawn_with(
+        channel_id: String,
+        raft: impl Consensus,
+        clients: ClusterClients,
+        queue_max: usize,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(queue_max);
         tokio::spawn(batch_loop(channel_id, raft, clients, rx));
         Proposer { tx }
     }
@@ -92,7 +151,7 @@ impl Proposer {
 
 async fn batch_loop(
     channel_id: String,
-    raft: Raft,
+    raft: impl Consensus,
     clients: ClusterClients,
     mut rx: mpsc::Receiver<Submission>,
 ) {
@@ -134,18 +193,83 @@ async fn batch_loop(
     }
 }
 
-async fn propose(channel_id: &str, raft: &Raft, clients: &ClusterClients, batch: Vec<Submission>) {
+/// Resolves when `me` no longer leads in `term`.
+async fn leadership_lost(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    me: NodeId,
+    term: u64,
+) {
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            if m.current_term != term || m.current_leader != Some(me) {
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `client_write`, ended by [`PROPOSAL_TIMEOUT`] or by this node losing the leadership it had
+/// when the write started.
+async fn write_bounded(
+    raft: &impl Consensus,
+    request: Request,
+) -> Result<Result<ClientWriteResponse<TypeConfig>, WriteError>, ProposeError> {
+    let metrics = raft.metrics();
+    let (me, term, leading) = {
+        let m = metrics.borrow();
+        (m.id, m.current_term, m.current_leader == Some(m.id))
+    };
+    let lost = async {
+        if leading {
+            leadership_lost(metrics, me, term).await
+        } else {
+            // A follower's write fails at once with ForwardToLeader; the deadline still holds.
+            std::future::pending().await
+        }
+    };
+    tokio::select! {
+        r = raft.write(request) => Ok(r),
+        () = lost => Err(ProposeError::LeadershipLost),
+        () = tokio::time::sleep(PROPOSAL_TIMEOUT) => Err(ProposeError::Timeout { after: PROPOSAL_TIMEOUT }),
+    }
+}
+
+async fn propose(
+    channel_id: &str,
+    raft: &impl Consensus,
+    clients: &ClusterClients,
+    batch: Vec<Submission>,
+) {
     let (envelopes, done): (Vec<ByteBuf>, Vec<(bool, oneshot::Sender<_>)>) = batch
         .into_iter()
         .map(|s| (ByteBuf::from(s.envelope), (s.forwardable, s.done)))
         .unzip();
-    match raft
-        .client_write(Request::Envelopes(envelopes.clone()))
-        .await
-    {
-        Ok(_) => {
+    let written = match write_bounded(raft, Request::Envelopes(envelopes.clone())).await {
+        Ok(written) => written,
+        Err(err) => {
             for (_, d) in done {
-                let _ = d.send(Ok(()));
+                let _ = d.send(Err(err.clone()));
+            }
+            return;
+        }
+    };
+    match written {
+        Ok(response) => {
+            let refused = &response.data.refused_at;
+            for (i, (_, d)) in done.into_iter().enumerate() {
+                let result = if refused.contains(&(i as u32)) {
+                    Err(ProposeError::Refused {
+                        status: Status::RequestEntityTooLarge,
+                        message: "the envelope exceeds the channel's bytes_absolute_max".into(),
+                    })
+                } else {
+                    Ok(())
+                };
+                let _ = d.send(result);
             }
         }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {

@@ -218,7 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.state.membership = StoredMembership::new(Some(entry.log_id), m);
                 }
                 EntryPayload::Normal(Request::Envelopes(envelopes)) => {
-                    for env in envelopes {
+                    for (position, env) in envelopes.into_iter().enumerate() {
                         let key = tx_id_of(&env).map(|id| RecentTxIds::key(&id));
                         if key.is_some_and(|k| self.state.recent.contains(&k)) {
                             response.duplicates_dropped += 1;
@@ -228,7 +228,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         if let (Some(k), false) = (key, ordered.refused) {
                             self.state.recent.insert(k);
                         }
-                        response.envelopes_refused += u32::from(ordered.refused);
+                        if ordered.refused {
+                            response.envelopes_refused += 1;
+                            response.refused_at.push(position as u32);
+                        }
                         for batch in ordered.batches {
                             self.cut_block(&mut wb, batch);
                             response.blocks_cut += 1;

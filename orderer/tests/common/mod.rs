@@ -3,6 +3,8 @@
 //! material from the generator in a temp dir. Clients speak gRPC over TLS like any client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod processes;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
