@@ -45,6 +45,9 @@ pub const ADMINS: &str = "Admins";
 /// the orderers must move an entry between them within one heartbeat and under their transport
 /// limit (64 MiB), so no channel may allow envelopes larger than this. Fabric's default is 10 MB.
 pub const BYTES_ABSOLUTE_MAX_CEILING: u32 = 16 * 1024 * 1024;
+
+/// Retry window of a channel whose config leaves `retry_window_txs` at 0.
+pub const RETRY_WINDOW_TXS_DEFAULT: u32 = 50_000;
 pub const BLOCK_VALIDATION: &str = "BlockValidation";
 
 /// Why a channel configuration or config block was refused.
@@ -225,6 +228,19 @@ impl Channel {
             .as_ref()
             .and_then(|o| o.batch_size)
             .unwrap_or_default()
+    }
+
+    /// How many recently accepted tx ids the orderers remember to drop retried envelopes.
+    pub fn retry_window_txs(&self) -> u32 {
+        match self
+            .config
+            .orderer
+            .as_ref()
+            .map_or(0, |o| o.retry_window_txs)
+        {
+            0 => RETRY_WINDOW_TXS_DEFAULT,
+            n => n,
+        }
     }
 
     pub fn batch_timeout_ms(&self) -> u64 {

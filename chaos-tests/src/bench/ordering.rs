@@ -68,6 +68,7 @@ fn batch() -> BatchSpec {
         bytes_preferred_max: 2 * 1024 * 1024,
         bytes_absolute_max: 10 * 1024 * 1024,
         timeout_ms: 100,
+        retry_window_txs: 0,
     }
 }
 

@@ -1,5 +1,5 @@
-//! Replicated duplicate filter: the tx ids of the last [`WINDOW`] envelopes the state machine
-//! accepted (pending or already cut).
+//! Replicated duplicate filter: the tx ids of the last `retry_window_txs` (channel config,
+//! default 50,000) envelopes the state machine accepted (pending or already cut).
 //!
 //! A client that lost the answer to a Broadcast retries with the same envelope; if the first
 //! attempt was committed, the retry must not be ordered again. The broadcast-time check of the
@@ -15,10 +15,8 @@ use std::collections::VecDeque;
 use serde::Deserialize;
 use serde::Serialize;
 
-/// Tx ids remembered: 50,000 × 32 bytes = 1.6 MB in a snapshot at most.
-pub const WINDOW: usize = 50_000;
-
-/// The last [`WINDOW`] accepted tx ids (SHA-256 digests, as tx ids are hex of one).
+/// The last accepted tx ids (SHA-256 digests, as tx ids are hex of one), at most the channel's
+/// window (50,000 by default: 1.6 MB in a snapshot).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Vec<[u8; 32]>", into = "Vec<[u8; 32]>")]
 pub struct RecentTxIds {
@@ -30,7 +28,7 @@ impl From<Vec<[u8; 32]>> for RecentTxIds {
     fn from(ids: Vec<[u8; 32]>) -> Self {
         let mut r = RecentTxIds::default();
         for id in ids {
-            r.insert(id);
+            r.insert(id, usize::MAX);
         }
         r
     }
@@ -57,11 +55,11 @@ impl RecentTxIds {
         self.set.contains(key)
     }
 
-    /// Remembers `key`, forgetting the oldest beyond the window.
-    pub fn insert(&mut self, key: [u8; 32]) {
+    /// Remembers `key`, forgetting the oldest beyond `window`.
+    pub fn insert(&mut self, key: [u8; 32], window: usize) {
         if self.set.insert(key) {
             self.order.push_back(key);
-            if self.order.len() > WINDOW {
+            while self.order.len() > window.max(1) {
                 if let Some(old) = self.order.pop_front() {
                     self.set.remove(&old);
                 }
@@ -82,13 +80,15 @@ impl RecentTxIds {
 mod tests {
     use super::*;
 
+    const WINDOW: usize = 50_000;
+
     #[test]
     fn window_forgets_oldest_and_round_trips_through_encoding() {
         let mut r = RecentTxIds::default();
         for i in 0..(WINDOW as u32 + 10) {
             let mut k = [0u8; 32];
             k[..4].copy_from_slice(&i.to_be_bytes());
-            r.insert(k);
+            r.insert(k, WINDOW);
         }
         assert_eq!(r.len(), WINDOW);
         let mut first = [0u8; 32];

@@ -98,6 +98,8 @@ pub struct StateMachine {
     store: BlockStore,
     signer: Arc<SigningIdentity>,
     limits: BatchLimits,
+    /// The channel's `retry_window_txs`.
+    retry_window: usize,
     state: SmState,
     status: watch::Sender<SmStatus>,
 }
@@ -163,8 +165,15 @@ impl StateMachine {
                 }
             }
         };
+        let retry_window = shared_proto::channel::Channel::from_config_block(genesis)
+            .map(|c| c.retry_window_txs() as usize)
+            .map_err(|e| BlockStoreError::Corrupt {
+                number: 0,
+                reason: format!("genesis config: {e}"),
+            })?;
         let status = watch::Sender::new(state.status());
         Ok(StateMachine {
+            retry_window,
             channel_id: channel_id.to_owned(),
             db,
             meta,
@@ -226,7 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         }
                         let ordered = self.state.cutter.ordered(&self.limits, env.into_vec());
                         if let (Some(k), false) = (key, ordered.refused) {
-                            self.state.recent.insert(k);
+                            self.state.recent.insert(k, self.retry_window);
                         }
                         if ordered.refused {
                             response.envelopes_refused += 1;

@@ -64,6 +64,8 @@ pub struct ClusterOptions {
     pub batch_timeout_ms: u64,
     pub snapshot_interval_entries: u64,
     pub entries_kept_after_snapshot: u64,
+    /// The channel's retry window (0: the default).
+    pub retry_window_txs: u32,
 }
 
 impl Default for ClusterOptions {
@@ -74,6 +76,7 @@ impl Default for ClusterOptions {
             batch_timeout_ms: 50,
             snapshot_interval_entries: 5000,
             entries_kept_after_snapshot: 500,
+            retry_window_txs: 0,
         }
     }
 }
@@ -181,6 +184,7 @@ impl TestCluster {
                 batch: material::BatchSpec {
                     message_count_max: opts.message_count_max,
                     timeout_ms: opts.batch_timeout_ms,
+                    retry_window_txs: opts.retry_window_txs,
                     ..Default::default()
                 },
                 policies: Default::default(),

@@ -541,6 +541,7 @@ fn channel_config(
                 bytes_preferred_max: ch.batch.bytes_preferred_max,
             }),
             batch_timeout_ms: ch.batch.timeout_ms,
+            retry_window_txs: ch.batch.retry_window_txs,
             consenters: consenters.to_vec(),
             orderer_endpoints: endpoints.to_vec(),
         }),

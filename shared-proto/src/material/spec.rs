@@ -88,6 +88,8 @@ pub struct BatchSpec {
     pub bytes_absolute_max: u32,
     pub bytes_preferred_max: u32,
     pub timeout_ms: u64,
+    /// Tx ids the orderers remember to drop retried envelopes; 0: the default (50,000).
+    pub retry_window_txs: u32,
 }
 
 impl Default for BatchSpec {
@@ -97,6 +99,7 @@ impl Default for BatchSpec {
             bytes_absolute_max: 10 * 1024 * 1024,
             bytes_preferred_max: 2 * 1024 * 1024,
             timeout_ms: 100,
+            retry_window_txs: 0,
         }
     }
 }
