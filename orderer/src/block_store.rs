@@ -146,16 +146,20 @@ impl BlockStore {
         self.advance()
     }
 
-    /// Recomputes the contiguous height after blocks were committed.
+    /// Recomputes the contiguous height after blocks were committed. Blocks are never
+    /// removed, so the height only grows: a writer that computed a lower height than another
+    /// one already published (catch-up and the state machine race here) changes nothing.
     pub fn advance(&self) -> Result<(), BlockStoreError> {
         let mut h = self.height();
         while self.inner.blocks.contains_key(h.to_be_bytes())? {
             h += 1;
         }
         self.inner.height.send_if_modified(|cur| {
-            let changed = *cur != h;
-            *cur = h;
-            changed
+            let raised = h > *cur;
+            if raised {
+                *cur = h;
+            }
+            raised
         });
         Ok(())
     }
