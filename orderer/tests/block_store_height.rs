@@ -45,7 +45,11 @@ fn height_never_moves_backwards_when_two_writers_advance_it_at_once() {
         let b = block::new_block(n, previous.clone(), vec![n.to_be_bytes().to_vec()], 0);
         previous = block::header_hash(&b).unwrap().to_vec();
         store.put(n, &b).unwrap();
-        assert!(store.height() > n, "height {} after storing block {n}", store.height());
+        assert!(
+            store.height() > n,
+            "height {} after storing block {n}",
+            store.height()
+        );
     }
     done.store(true, Ordering::SeqCst);
     advancer.join().unwrap();

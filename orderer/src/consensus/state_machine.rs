@@ -96,6 +96,9 @@ pub struct StateMachine {
     db: Database,
     meta: Keyspace,
     store: BlockStore,
+    /// Serializes writes of the stored snapshot: a build runs beside later commands (an
+    /// install among them), and the stored snapshot must only ever move forward.
+    snapshot_lock: Arc<std::sync::Mutex<()>>,
     signer: Arc<SigningIdentity>,
     limits: BatchLimits,
     /// The channel's `retry_window_txs`.
@@ -174,6 +177,7 @@ impl StateMachine {
         let status = watch::Sender::new(state.status());
         Ok(StateMachine {
             retry_window,
+            snapshot_lock: Arc::default(),
             channel_id: channel_id.to_owned(),
             db,
             meta,
@@ -271,6 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             db: self.db.clone(),
             meta: self.meta.clone(),
+            lock: self.snapshot_lock.clone(),
             state: self.state.clone(),
         }
     }
@@ -288,13 +293,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let state: SmState = decode(&data).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
         })?;
-        let record = encode(&StoredSnapshot {
+        let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
-        })
-        .map_err(sm_write)?;
+        };
+        if let Some(newer) = store_unless_older(&self.meta, &self.snapshot_lock, &stored)? {
+            // openraft installs only snapshots newer than its own; this cannot happen unless
+            // a build raced ahead, and then the stored state is already the newer one.
+            tracing::warn!(
+                channel = %self.channel_id,
+                installing = ?meta.last_log_id,
+                stored = ?newer.meta.last_log_id,
+                "not installing a snapshot older than the stored one"
+            );
+            return Ok(());
+        }
         self.state = state;
-        self.meta.insert(SNAPSHOT, record).map_err(sm_write)?;
         self.db.persist(PersistMode::SyncAll).map_err(sm_write)?;
         tracing::info!(
             channel = %self.channel_id,
@@ -320,10 +334,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// Stores `snapshot` as the durable state unless the stored one is as new or newer (then that
+/// one is returned and nothing is written). The comparison and the write are one step.
+fn store_unless_older(
+    meta: &Keyspace,
+    lock: &std::sync::Mutex<()>,
+    snapshot: &StoredSnapshot,
+) -> Result<Option<StoredSnapshot>> {
+    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(bytes) = meta.get(SNAPSHOT).map_err(sm_read)? {
+        let current: StoredSnapshot = decode(&bytes).map_err(sm_read)?;
+        if current.meta.last_log_id >= snapshot.meta.last_log_id {
+            return Ok(Some(current));
+        }
+    }
+    meta.insert(SNAPSHOT, encode(snapshot).map_err(sm_write)?)
+        .map_err(sm_write)?;
+    Ok(None)
+}
+
 /// Builds a snapshot from a copy of the state taken when Raft asked for it.
 pub struct SnapshotBuilder {
     db: Database,
     meta: Keyspace,
+    lock: Arc<std::sync::Mutex<()>>,
     state: SmState,
 }
 
@@ -349,17 +383,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 self.state.next_block
             ),
         };
-        let record = encode(&StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })
-        .map_err(sm_write)?;
-        self.meta.insert(SNAPSHOT, record).map_err(sm_write)?;
+        let built = StoredSnapshot { meta, data };
+        // A snapshot installed while this one was being built is newer: hand that one back.
+        let kept = store_unless_older(&self.meta, &self.lock, &built)?.unwrap_or(built);
         // The snapshot is the durable state: it must be on disk before Raft purges below it.
         self.db.persist(PersistMode::SyncData).map_err(sm_write)?;
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+            meta: kept.meta,
+            snapshot: Box::new(Cursor::new(kept.data)),
         })
     }
 }
+
+#[cfg(test)]
+#[path = "state_machine_tests.rs"]
+mod tests;
