@@ -163,7 +163,10 @@ impl Net {
                 now_unix() as u64 * 1000,
             );
             let i = node % 3;
-            match AtomicBroadcastClient::new(self.endpoint(i)).submit(env).await {
+            match AtomicBroadcastClient::new(self.endpoint(i))
+                .submit(env)
+                .await
+            {
                 Ok(_) => sent += 1,
                 Err(e) => {
                     anyhow::ensure!(Instant::now() < deadline, "submit keeps failing: {e}");
@@ -311,13 +314,23 @@ async fn sigterm_stops_every_node_with_streams_open_and_it_restarts_with_its_cha
             kind.as_str(),
             log.display()
         );
+        let drained = std::fs::read_to_string(&log)?
+            .lines()
+            .filter(|l| l.contains("still draining"))
+            .count();
+        anyhow::ensure!(
+            drained == 0,
+            "{name}: a server had to be cut off instead of ending its calls (log {})",
+            log.display()
+        );
         let how = tokio::time::timeout(Duration::from_secs(5), ended)
             .await
             .context("client stream still open after the node exited")?
             .unwrap_or_else(|_| "stream task gone".into());
         println!("{name}: client stream ended with {how}");
         anyhow::ensure!(
-            how == "in-band SERVICE_UNAVAILABLE" || (how.starts_with("Unavailable") && how.contains("node is stopping")),
+            how == "in-band SERVICE_UNAVAILABLE"
+                || (how.starts_with("Unavailable") && how.contains("node is stopping")),
             "{name}: client stream ended with {how}, expected a retryable 'node is stopping'"
         );
 
