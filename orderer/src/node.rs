@@ -185,6 +185,7 @@ impl Node {
             channels,
             metrics,
             clock: system_clock,
+            clock_skew_secs: 0.into(),
         });
         for channel in registry.channels.values() {
             background.push(tokio::spawn(catchup::run(
