@@ -9,9 +9,15 @@
 //!
 //! BLOCK_UNTIL_READY waits for blocks not yet cut; FAIL_IF_NOT_READY answers NOT_FOUND when it
 //! reaches a block that does not exist yet.
+//!
+//! Beyond the envelope's signature and Readers: its channel-header timestamp must be within
+//! [`TIMESTAMP_WINDOW`] of the node's clock (BAD_REQUEST otherwise: a replayed request), and a
+//! stream ends with FORBIDDEN once the node's clock passes its reader's certificate expiry
+//! (checked before each block and every [`READER_RECHECK`] while waiting).
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use futures::StreamExt as _;
@@ -35,6 +41,11 @@ use crate::channels::Registry;
 
 /// Blocks buffered per subscriber.
 pub const SUBSCRIBER_BUFFER: usize = 16;
+/// How far a seek envelope's timestamp may be from the node's clock, either way.
+pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// How often an idle stream re-checks that its reader's certificate has not expired (a stream
+/// sending blocks checks before each one).
+pub const READER_RECHECK: Duration = Duration::from_secs(1);
 
 pub type DeliverStream = Pin<Box<dyn Stream<Item = Result<DeliverResponse, tonic::Status>> + Send>>;
 
@@ -109,10 +120,66 @@ async fn serve_request(registry: &Registry, envelope: &Envelope, tx: &Tx) -> Res
     ) {
         return Ok(Status::Forbidden);
     }
+    let now_ms = registry.now_unix().saturating_mul(1000);
+    if let Err(e) = check_timestamp(verified.channel_header.timestamp_unix_ms, now_ms) {
+        tracing::debug!(error = %e, "deliver request refused");
+        return Ok(Status::BadRequest);
+    }
     let Ok(seek) = SeekInfo::decode(verified.data.as_slice()) else {
         return Ok(Status::BadRequest);
     };
-    stream_blocks(channel, &seek, tx).await
+    let reader = Reader {
+        registry,
+        not_after_unix: verified.creator.not_after_unix,
+    };
+    stream_blocks(channel, &seek, &reader, tx).await
+}
+
+/// Why a seek request was refused beyond what [`verify_envelope`] checks.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error(
+        "seek envelope timestamp {timestamp_ms} ms is {skew_ms} ms from this node's clock \
+         ({now_ms} ms); the window is ±{window_ms} ms (a replayed request, or a skewed clock)"
+    )]
+    TimestampOutsideWindow {
+        timestamp_ms: u64,
+        now_ms: i64,
+        skew_ms: i64,
+        window_ms: i64,
+    },
+}
+
+/// A seek envelope's channel-header timestamp must be within [`TIMESTAMP_WINDOW`] of the
+/// node's clock (Fabric's 15 minutes): a captured request cannot be replayed later.
+pub fn check_timestamp(timestamp_ms: u64, now_ms: i64) -> Result<(), DeliverError> {
+    let window_ms = TIMESTAMP_WINDOW.as_millis() as i64;
+    let skew_ms = i64::try_from(timestamp_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(now_ms);
+    if skew_ms.saturating_abs() > window_ms {
+        return Err(DeliverError::TimestampOutsideWindow {
+            timestamp_ms,
+            now_ms,
+            skew_ms,
+            window_ms,
+        });
+    }
+    Ok(())
+}
+
+/// Who a stream serves: its Readers standing is re-checked while it runs. The channel's
+/// config (and so the Readers policy) cannot change while the node runs; what can change is
+/// the clock passing the reader's certificate expiry.
+struct Reader<'a> {
+    registry: &'a Registry,
+    not_after_unix: i64,
+}
+
+impl Reader<'_> {
+    fn still_reader(&self) -> bool {
+        self.registry.now_unix() <= self.not_after_unix
+    }
 }
 
 fn peek_channel(envelope: &Envelope) -> Option<String> {
@@ -120,7 +187,12 @@ fn peek_channel(envelope: &Envelope) -> Option<String> {
     Some(payload.header?.channel_header?.channel_id)
 }
 
-async fn stream_blocks(channel: &ChannelRuntime, seek: &SeekInfo, tx: &Tx) -> Result<Status, Gone> {
+async fn stream_blocks(
+    channel: &ChannelRuntime,
+    seek: &SeekInfo,
+    reader: &Reader<'_>,
+    tx: &Tx,
+) -> Result<Status, Gone> {
     let mut heights = channel.store.subscribe();
     let height = *heights.borrow_and_update();
     let Some((start, stop)) = shared_proto::seek::resolve(seek, height) else {
@@ -131,6 +203,9 @@ async fn stream_blocks(channel: &ChannelRuntime, seek: &SeekInfo, tx: &Tx) -> Re
     loop {
         let available = *heights.borrow_and_update();
         while next < available {
+            if !reader.still_reader() {
+                return Ok(Status::Forbidden);
+            }
             let block = match channel.store.get(next) {
                 Ok(Some(b)) => b,
                 Ok(None) | Err(_) => return Ok(Status::InternalServerError),
@@ -151,6 +226,11 @@ async fn stream_blocks(channel: &ChannelRuntime, seek: &SeekInfo, tx: &Tx) -> Re
                 }
             }
             () = tx.closed() => return Err(Gone),
+            () = tokio::time::sleep(READER_RECHECK) => {
+                if !reader.still_reader() {
+                    return Ok(Status::Forbidden);
+                }
+            }
         }
     }
 }

@@ -110,6 +110,9 @@ fn main() -> ExitCode {
                 let listeners = orderer::Listeners::bind(&cfg).await?;
                 orderer::run(cfg, listeners, shutdown_signal()).await
             });
+            // Storage is durable by now; a task still running (a blocking read, a connection
+            // being torn down) must not hold the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

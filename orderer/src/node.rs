@@ -18,6 +18,9 @@ use shared_proto::pb::common::Block;
 use shared_proto::pb::orderer::admin_server::AdminServer;
 use shared_proto::pb::orderer::atomic_broadcast_server::AtomicBroadcastServer;
 use shared_proto::pb::orderer::cluster_server::ClusterServer;
+use shared_proto::stopping::StopFuture;
+use shared_proto::stopping::StopSignal;
+use shared_proto::stopping::Stopping;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -48,6 +51,12 @@ use shared_proto::tls::TlsMaterial;
 /// Entries per AppendEntries: an entry holds at most `BATCH_BYTES_MAX`, so this bounds one
 /// Raft message below [`RAFT_MESSAGE_BYTES_MAX`].
 const APPEND_ENTRIES_MAX: u64 = 12;
+
+/// Longest the servers may take to close their connections once every call has been ended;
+/// connections still open then are dropped.
+pub const STOP_DRAIN: Duration = Duration::from_secs(2);
+/// Longest one channel's Raft may take to stop.
+pub const STOP_RAFT: Duration = Duration::from_secs(1);
 
 /// Why the node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +186,7 @@ impl Node {
             metrics,
             clock: system_clock,
             in_flight: Default::default(),
+            clock_skew_secs: 0.into(),
         });
         for channel in registry.channels.values() {
             background.push(tokio::spawn(catchup::run(
@@ -231,22 +241,36 @@ impl Node {
         futures::future::select_all(waits).await.0
     }
 
-    /// Graceful stop: servers drain, Raft stops (membership unchanged), storage is fsynced.
+    /// Graceful stop, bounded by [`STOP_DRAIN`] and [`STOP_RAFT`]: servers stop accepting
+    /// and end every open call with `UNAVAILABLE` "node is stopping", Raft stops (membership
+    /// unchanged), storage is fsynced.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
-        for server in self.servers {
-            match server.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
-                Err(e) => tracing::warn!(error = %e, "server task failed"),
+        let drain = tokio::time::Instant::now() + STOP_DRAIN;
+        for mut server in self.servers {
+            match tokio::time::timeout_at(drain, &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+                Err(_) => {
+                    tracing::warn!(
+                        after = ?STOP_DRAIN,
+                        "server still draining; closing its connections"
+                    );
+                    server.abort();
+                }
             }
         }
         for task in &self.background {
             task.abort();
         }
         for channel in self.registry.channels.values() {
-            if let Err(e) = channel.raft.shutdown().await {
-                tracing::warn!(channel = %channel.id, error = %e, "raft shutdown");
+            match tokio::time::timeout(STOP_RAFT, channel.raft.shutdown()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(channel = %channel.id, error = %e, "raft shutdown"),
+                Err(_) => {
+                    tracing::warn!(channel = %channel.id, after = ?STOP_RAFT, "raft shutdown timed out")
+                }
             }
         }
         self.db
@@ -365,6 +389,12 @@ fn spawn_servers(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    // Every call ends when the node stops: tonic's graceful shutdown would otherwise wait for
+    // every open Deliver or Broadcast stream, i.e. for clients that never hang up.
+    let calls: StopSignal = {
+        let stop = stop.clone();
+        Arc::new(move || -> StopFuture { Box::pin(signal(&stop)) })
+    };
     let serve_err = |e: tonic::transport::Error| NodeError::Serve(e.to_string());
     let message_max = registry
         .channels
@@ -385,10 +415,13 @@ fn spawn_servers(
         .tls_config(tls.server(false))
         .map_err(serve_err)?
         .add_service(health)
-        .add_service(broadcast)
-        .add_service(AdminServer::new(AdminService {
-            registry: registry.clone(),
-        }))
+        .add_service(Stopping::new(broadcast, calls.clone()))
+        .add_service(Stopping::new(
+            AdminServer::new(AdminService {
+                registry: registry.clone(),
+            }),
+            calls.clone(),
+        ))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.client).with_nodelay(Some(true)),
             signal(stop),
@@ -396,13 +429,14 @@ fn spawn_servers(
     let cluster = Server::builder()
         .tls_config(tls.server(true))
         .map_err(serve_err)?
-        .add_service(
+        .add_service(Stopping::new(
             ClusterServer::new(ClusterService {
                 registry: registry.clone(),
             })
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
-        )
+            calls,
+        ))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.cluster).with_nodelay(Some(true)),
             signal(stop),

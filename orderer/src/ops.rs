@@ -1,8 +1,10 @@
-//! Operations endpoint (HTTP): `/healthz` (the process serves), `/readyz` (every channel has a
-//! Raft leader and this node holds every block its state machine has cut), `/metrics`
-//! (Prometheus text).
+//! Operations endpoint (HTTP): `/healthz` (the process serves), `/readyz` (for every channel:
+//! a follower knows a Raft leader, a leader has heard from a quorum within
+//! [`quorum_silence_max`], and this node holds every block its state machine has cut; the
+//! body names each reason otherwise), `/metrics` (Prometheus text).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,6 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::channels::ChannelRuntime;
 use crate::channels::Registry;
 use crate::metrics::Metrics;
 
@@ -35,8 +38,8 @@ pub async fn serve(
 pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
     let mut reasons = Vec::new();
     for (id, ch) in &registry.channels {
-        if ch.leader().is_none() {
-            reasons.push(format!("channel {id}: no Raft leader"));
+        if let Some(reason) = raft_not_ready(registry.node_id, ch) {
+            reasons.push(format!("channel {id}: {reason}"));
         }
         let next = ch.status.borrow().next_block;
         let height = ch.store.height();
@@ -47,6 +50,47 @@ pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
         }
     }
     reasons
+}
+
+/// Longest a leader may go without a quorum's acknowledgement and still report ready: twice
+/// the longest election timeout (by then the others have elected a new leader, or cannot
+/// reach each other either), and at least [`QUORUM_SILENCE_MIN`] so a loaded node does not
+/// flap.
+pub fn quorum_silence_max(config: &openraft::Config) -> Duration {
+    Duration::from_millis(config.election_timeout_max.saturating_mul(2)).max(QUORUM_SILENCE_MIN)
+}
+
+/// Floor of [`quorum_silence_max`].
+pub const QUORUM_SILENCE_MIN: Duration = Duration::from_secs(1);
+
+/// Why this node's Raft cannot order now, if it cannot. A follower needs a leader: openraft
+/// reports none once the follower's election timeout passes without hearing from one (it then
+/// campaigns with an uncommitted vote). A leader needs a quorum that acknowledged it within
+/// [`quorum_silence_max`]: a leader in a minority partition keeps leading in openraft 0.9, and
+/// Broadcasts sent to it would wait for a commit that cannot happen.
+fn raft_not_ready(node_id: u64, ch: &ChannelRuntime) -> Option<String> {
+    let metrics = ch.raft.metrics();
+    let (leader, acked) = {
+        let m = metrics.borrow();
+        (m.current_leader, m.millis_since_quorum_ack)
+    };
+    let leader = match leader {
+        None => return Some("no Raft leader".to_owned()),
+        Some(l) => l,
+    };
+    if leader != node_id {
+        return None;
+    }
+    let bound = quorum_silence_max(ch.raft.config());
+    match acked {
+        Some(ms) if Duration::from_millis(ms) <= bound => None,
+        Some(ms) => Some(format!(
+            "leader has not heard from a quorum for {ms} ms (bound {} ms): cut off from the \
+             other consenters?",
+            bound.as_millis()
+        )),
+        None => Some("leader not yet acknowledged by a quorum".to_owned()),
+    }
 }
 
 async fn readyz(State(registry): State<Arc<Registry>>) -> impl IntoResponse {

@@ -20,10 +20,7 @@ use shared_proto::pb::common::HeaderType;
 use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use shared_proto::pb::orderer::deliver_response::Type;
 use shared_proto::pb::orderer::seek_info::SeekBehavior;
-use shared_proto::pb::orderer::seek_position;
 use shared_proto::pb::orderer::SeekInfo;
-use shared_proto::pb::orderer::SeekOldest;
-use shared_proto::pb::orderer::SeekPosition;
 use tokio::io::AsyncReadExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tonic::transport::Certificate;
@@ -115,7 +112,10 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(Instant::now() < deadline, "orderer did not stop");
+        assert!(
+            Instant::now() < deadline,
+            "orderer still running 30 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -167,32 +167,66 @@ async fn binary_orders_stops_on_sigterm_and_restarts_with_its_chain() {
         "{metrics}"
     );
 
-    // SIGTERM: graceful stop, exit status 0.
+    // A client follows the chain with a Deliver stream that never ends by itself.
+    let follow = SeekInfo {
+        start: Some(shared_proto::seek::specified(0)),
+        stop: Some(shared_proto::seek::follow()),
+        behavior: SeekBehavior::BlockUntilReady as i32,
+    };
+    let request = envelope::create_signed_envelope(
+        &client_id,
+        HeaderType::DeliverSeekInfo,
+        "procchannel",
+        follow.encode_to_vec(),
+        envelope::new_nonce(),
+        now_unix() as u64 * 1000,
+    );
+    let mut following = client
+        .deliver(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        following.next().await.unwrap().unwrap().r#type,
+        Some(Type::Block(_))
+    ));
+
+    // SIGTERM with that stream open: graceful stop within the bound, exit status 0, and the
+    // client is told the node is stopping.
+    let sent = Instant::now();
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let status = wait_exit(&mut child);
+    let took = sent.elapsed();
+    println!("orderer exited {took:?} after SIGTERM with a Deliver stream open");
     assert!(status.success(), "orderer exited with {status}");
+    // The bound is 5 s; allow for a loaded box.
+    assert!(took < Duration::from_secs(10), "took {took:?} to stop");
+    let ended = loop {
+        match following.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("Deliver stream ended without a status"),
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("node is stopping"), "{ended:?}");
 
-    // Restart: every acknowledged envelope is still in the chain.
+    // Restart: every acknowledged envelope is still in the chain. Acked means ordered: an
+    // envelope acked just before SIGTERM may be cut into a block only after the restart (by
+    // the batch timer), so follow the chain until all are there, with a deadline.
     let mut child = start(&config);
     wait_ready(ops).await;
-    let seek = SeekInfo {
-        start: Some(SeekPosition {
-            r#type: Some(seek_position::Type::Oldest(SeekOldest {})),
-        }),
-        stop: None, // newest
-        behavior: SeekBehavior::FailIfNotReady as i32,
-    };
     let request = envelope::create_signed_envelope(
         &client_id,
         HeaderType::DeliverSeekInfo,
         "procchannel",
-        seek.encode_to_vec(),
+        follow.encode_to_vec(),
         envelope::new_nonce(),
-        0,
+        now_unix() as u64 * 1000,
     );
     let mut stream = client
         .deliver(futures::stream::iter([request]))
@@ -200,16 +234,17 @@ async fn binary_orders_stops_on_sigterm_and_restarts_with_its_chain() {
         .unwrap()
         .into_inner();
     let mut found = Vec::new();
-    while let Some(msg) = stream.next().await {
-        match msg.unwrap().r#type {
-            Some(Type::Block(b)) => {
-                for env in shared_proto::block::tx_envelopes(&b) {
-                    if let Some(id) = orderer::block_store::tx_id_of(env) {
-                        found.push(id);
-                    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !tx_ids.iter().all(|id| found.contains(id)) {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, stream.next()).await else {
+            break;
+        };
+        if let Some(Type::Block(b)) = msg.unwrap().r#type {
+            for env in shared_proto::block::tx_envelopes(&b) {
+                if let Some(id) = orderer::block_store::tx_id_of(env) {
+                    found.push(id);
                 }
             }
-            _ => break,
         }
     }
     // Block 0's config envelope has a tx id too; every acked one must be there.

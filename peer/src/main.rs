@@ -281,6 +281,8 @@ fn main() -> ExitCode {
         }),
         other => runtime.block_on(run(other)),
     };
+    // The node has stopped (storage durable); a task still running must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

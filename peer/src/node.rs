@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fjall::Database;
 use prost::Message as _;
@@ -15,6 +16,9 @@ use shared_proto::pb::common::Block;
 use shared_proto::pb::peer::deliver_server::DeliverServer;
 use shared_proto::pb::peer::endorser_server::EndorserServer;
 use shared_proto::pb::peer::query_server::QueryServer;
+use shared_proto::stopping::StopFuture;
+use shared_proto::stopping::StopSignal;
+use shared_proto::stopping::Stopping;
 use shared_proto::tls::TlsMaterial;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -35,6 +39,10 @@ use crate::services::PeerService;
 
 /// Largest request or response message on the service port.
 pub const MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// Longest the servers may take to close their connections once every call has been ended;
+/// connections still open then are dropped.
+pub const STOP_DRAIN: Duration = Duration::from_secs(2);
 
 /// Why the peer could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -216,12 +224,23 @@ impl Node {
         }
     }
 
-    /// Graceful stop: servers drain, background tasks stop, storage is fsynced.
+    /// Graceful stop, bounded by [`STOP_DRAIN`]: servers stop accepting and end every open
+    /// call with `UNAVAILABLE` "node is stopping", background tasks stop, storage is fsynced.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
-        for server in self.servers {
-            if let Ok(Err(e)) = server.await {
-                tracing::warn!(error = %e, "server stopped with an error");
+        let drain = tokio::time::Instant::now() + STOP_DRAIN;
+        for mut server in self.servers {
+            match tokio::time::timeout_at(drain, &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+                Err(_) => {
+                    tracing::warn!(
+                        after = ?STOP_DRAIN,
+                        "server still draining; closing its connections"
+                    );
+                    server.abort();
+                }
             }
         }
         for task in &self.background {
@@ -252,6 +271,12 @@ fn spawn_servers(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    // Every call ends when the node stops: tonic's graceful shutdown would otherwise wait for
+    // every open events or gossip stream, i.e. for clients and peers that never hang up.
+    let calls: StopSignal = {
+        let stop = stop.clone();
+        Arc::new(move || -> StopFuture { Box::pin(signal(&stop)) })
+    };
     let serve_err = |e: tonic::transport::Error| NodeError::Serve(e.to_string());
     let svc = PeerService {
         registry: registry.clone(),
@@ -261,21 +286,24 @@ fn spawn_servers(
         .tls_config(tls.server(false))
         .map_err(serve_err)?
         .add_service(health)
-        .add_service(
+        .add_service(Stopping::new(
             EndorserServer::new(svc.clone())
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .add_service(
+            calls.clone(),
+        ))
+        .add_service(Stopping::new(
             DeliverServer::new(svc.clone())
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .add_service(
+            calls.clone(),
+        ))
+        .add_service(Stopping::new(
             QueryServer::new(svc)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-        )
+            calls.clone(),
+        ))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.service).with_nodelay(Some(true)),
             signal(stop),
@@ -283,7 +311,7 @@ fn spawn_servers(
     let gossip_server = Server::builder()
         .tls_config(tls.server(true))
         .map_err(serve_err)?
-        .add_service(gossip.service())
+        .add_service(Stopping::new(gossip.service(), calls))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.gossip).with_nodelay(Some(true)),
             signal(stop),

@@ -26,6 +26,7 @@ pub mod node_config;
 pub mod policy;
 pub mod seek;
 pub mod signing;
+pub mod stopping;
 pub mod tls;
 
 /// The system clock in Unix seconds (0 if it is before 1970). Nodes inject it so tests can
