@@ -16,6 +16,9 @@ pub mod network;
 pub mod proposer;
 pub mod state_machine;
 
+#[cfg(test)]
+mod test_material;
+
 use std::io::Cursor;
 
 use serde::Deserialize;

@@ -441,3 +441,7 @@ pub async fn batch_timer(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "proposer_tests.rs"]
+mod tests;

@@ -3,30 +3,9 @@
 
 use openraft::CommittedLeaderId;
 use prost::Message as _;
-use shared_proto::material;
-use shared_proto::material::NetworkSpec;
 
+use super::super::test_material;
 use super::*;
-
-const SPEC: &str = r#"
-name = "sm"
-[[orderer_orgs]]
-msp_id = "OrdererMSP"
-[[orderer_orgs.orderers]]
-name = "orderer1"
-port = 7050
-cluster_port = 7051
-ops_port = 7052
-[[peer_orgs]]
-msp_id = "Org1MSP"
-[[peer_orgs.peers]]
-name = "peer0"
-port = 7060
-gossip_port = 7061
-ops_port = 7062
-[[channels]]
-id = "smchannel"
-"#;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -37,9 +16,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = NetworkSpec::from_toml(SPEC).unwrap();
-    let generated = material::generate(&spec, &dir.path().join("net"), 1_790_000_000).unwrap();
+    let (dir, generated) = test_material::generate();
     let genesis =
         Block::decode(std::fs::read(&generated.channels[0].1).unwrap().as_slice()).unwrap();
     let o = &generated.orderers[0];
@@ -63,9 +40,15 @@ fn fixture() -> Fixture {
 
 fn open(f: &Fixture) -> (Database, StateMachine) {
     let db = Database::builder(&f.db_path).open().unwrap();
-    let store = BlockStore::open(&db, "smchannel").unwrap();
-    let sm =
-        StateMachine::open(store, "smchannel", &f.genesis, f.signer.clone(), f.limits).unwrap();
+    let store = BlockStore::open(&db, test_material::CHANNEL).unwrap();
+    let sm = StateMachine::open(
+        store,
+        test_material::CHANNEL,
+        &f.genesis,
+        f.signer.clone(),
+        f.limits,
+    )
+    .unwrap();
     (db, sm)
 }
 

@@ -1,0 +1,202 @@
+//! The proposer against a scripted Raft: in-flight slots, a full queue, leadership loss, the
+//! proposal deadline, and per-position answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Mutex;
+
+use openraft::CommittedLeaderId;
+use openraft::LogId;
+
+use super::super::test_material;
+use super::super::Response;
+use super::*;
+
+/// What the scripted Raft does with a write.
+#[derive(Debug, Clone)]
+enum Script {
+    /// Never answers (a write whose entry was replaced).
+    Hang,
+    /// Commits at once with this response.
+    Commit(Response),
+}
+
+#[derive(Clone)]
+struct ScriptedRaft {
+    script: Arc<Mutex<Script>>,
+    metrics: Arc<watch::Sender<RaftMetrics<NodeId, BasicNode>>>,
+    writes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ScriptedRaft {
+    fn leader(script: Script) -> Self {
+        let mut m = RaftMetrics::new_initial(1);
+        m.current_term = 3;
+        m.current_leader = Some(1);
+        ScriptedRaft {
+            script: Arc::new(Mutex::new(script)),
+            metrics: Arc::new(watch::Sender::new(m)),
+            writes: Arc::default(),
+        }
+    }
+
+    fn lose_leadership(&self) {
+        self.metrics.send_modify(|m| {
+            m.current_term = 4;
+            m.current_leader = Some(2);
+        });
+    }
+}
+
+impl Consensus for ScriptedRaft {
+    fn write(
+        &self,
+        _request: Request,
+    ) -> impl Future<Output = Result<ClientWriteResponse<TypeConfig>, WriteError>> + Send {
+        let script = self.script.lock().unwrap().clone();
+        let n = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            match script {
+                Script::Hang => std::future::pending().await,
+                Script::Commit(data) => Ok(ClientWriteResponse {
+                    log_id: LogId::new(CommittedLeaderId::new(3, 1), n as u64 + 1),
+                    data,
+                    membership: None,
+                }),
+            }
+        }
+    }
+
+    fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.metrics.subscribe()
+    }
+}
+
+fn clients() -> (tempfile::TempDir, ClusterClients) {
+    let (dir, generated) = test_material::generate();
+    let config =
+        shared_proto::node_config::OrdererConfig::load(&generated.orderers[0].config).unwrap();
+    let tls = shared_proto::tls::TlsMaterial::load(&config.tls).unwrap();
+    (dir, ClusterClients::new(Arc::new(tls)))
+}
+
+/// An envelope large enough to fill an entry on its own (3 MiB + 3 MiB > BATCH_BYTES_MAX).
+fn entry_sized(k: u8) -> Vec<u8> {
+    vec![k; 3 * 1024 * 1024]
+}
+
+/// Before the fix a proposal waited on `client_write` with no deadline: 32 writes that never
+/// commit held every in-flight slot, and every later envelope waited forever.
+#[tokio::test(start_paused = true)]
+async fn writes_that_never_commit_end_in_timeout_and_free_every_in_flight_slot() {
+    let (_dir, clients) = clients();
+    let raft = ScriptedRaft::leader(Script::Hang);
+    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients);
+    let n = IN_FLIGHT_MAX + 4;
+    let answers =
+        futures::future::join_all((0..n).map(|k| proposer.submit(entry_sized(k as u8), true)));
+    let answers = tokio::time::timeout(PROPOSAL_TIMEOUT * 3, answers)
+        .await
+        .expect("every submission answered within two proposal timeouts");
+    assert_eq!(answers.len(), n);
+    assert!(answers
+        .iter()
+        .all(|a| matches!(a, Err(ProposeError::Timeout { .. }))));
+    // Slots were released: more than IN_FLIGHT_MAX writes were attempted.
+    assert_eq!(raft.writes.load(std::sync::atomic::Ordering::SeqCst), n);
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_that_loses_leadership_answers_its_pending_writes_at_once() {
+    let (_dir, clients) = clients();
+    let raft = ScriptedRaft::leader(Script::Hang);
+    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients);
+    let pending = tokio::spawn({
+        let proposer = proposer.clone();
+        async move { proposer.submit(b"pending".to_vec(), true).await }
+    });
+    while raft.writes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let before = Instant::now();
+    raft.lose_leadership();
+    let answer = pending.await.unwrap();
+    assert_eq!(answer, Err(ProposeError::LeadershipLost));
+    assert!(
+        before.elapsed() < PROPOSAL_TIMEOUT,
+        "answered by the deadline, not the loss"
+    );
+}
+
+/// A full queue holds submitters back (backpressure) instead of growing; they are admitted as
+/// room frees.
+#[tokio::test(start_paused = true)]
+async fn full_queue_makes_submitters_wait_until_room_frees() {
+    let (_dir, clients) = clients();
+    let raft = ScriptedRaft::leader(Script::Hang);
+    let proposer = Proposer::spawn_with("ch".into(), raft.clone(), clients, 2);
+    // Every slot hung, the queue full.
+    let mut held = Vec::new();
+    for k in 0..(IN_FLIGHT_MAX + 3) {
+        let p = proposer.clone();
+        held.push(tokio::spawn(async move {
+            p.submit(entry_sized(k as u8), true).await
+        }));
+    }
+    while raft.writes.load(std::sync::atomic::Ordering::SeqCst) < IN_FLIGHT_MAX {
+        tokio::task::yield_now().await;
+    }
+    let waiting = proposer.submit(b"one more".to_vec(), true);
+    tokio::pin!(waiting);
+    assert!(
+        tokio::time::timeout(PROPOSAL_TIMEOUT / 2, &mut waiting)
+            .await
+            .is_err(),
+        "a submitter got in while the queue was full"
+    );
+    // Once the hung writes time out, room frees and the waiting submitter is answered too.
+    *raft.script.lock().unwrap() = Script::Commit(Response::default());
+    assert_eq!(
+        tokio::time::timeout(PROPOSAL_TIMEOUT * 4, waiting)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    // The writes that held the slots timed out; the ones queued behind them were committed.
+    let mut timed_out = 0;
+    for h in held {
+        match h.await.unwrap() {
+            Err(ProposeError::Timeout { .. }) => timed_out += 1,
+            other => assert_eq!(other, Ok(())),
+        }
+    }
+    assert_eq!(timed_out, IN_FLIGHT_MAX);
+}
+
+/// Before the fix every envelope of a committed entry was answered SUCCESS.
+#[tokio::test(start_paused = true)]
+async fn envelope_the_cutter_refused_is_answered_by_its_position() {
+    let (_dir, clients) = clients();
+    let raft = ScriptedRaft::leader(Script::Commit(Response {
+        blocks_cut: 0,
+        envelopes_refused: 1,
+        refused_at: vec![1],
+        duplicates_dropped: 0,
+    }));
+    let proposer = Proposer::spawn("ch".into(), raft, clients);
+    let (a, b, c) = futures::join!(
+        proposer.submit(b"a".to_vec(), true),
+        proposer.submit(b"b".to_vec(), true),
+        proposer.submit(b"c".to_vec(), true),
+    );
+    assert_eq!(a, Ok(()));
+    assert!(matches!(
+        b,
+        Err(ProposeError::Refused {
+            status: Status::RequestEntityTooLarge,
+            ..
+        })
+    ));
+    assert_eq!(c, Ok(()));
+}
