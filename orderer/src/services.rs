@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::InstallSnapshotRequest;
+use openraft::raft::VoteRequest;
 use shared_proto::pb::common::Envelope;
 use shared_proto::pb::orderer::admin_server::Admin;
 use shared_proto::pb::orderer::atomic_broadcast_server::AtomicBroadcast;
@@ -26,6 +29,8 @@ use crate::channels::ChannelRuntime;
 use crate::channels::Registry;
 use crate::consensus::decode;
 use crate::consensus::encode;
+use crate::consensus::NodeId;
+use crate::consensus::TypeConfig;
 use crate::deliver;
 
 /// Broadcast, Submit and Deliver.
@@ -92,10 +97,7 @@ impl ClusterService {
         request: &Request<T>,
         channel_id: &str,
     ) -> Result<Arc<ChannelRuntime>, Status> {
-        let cert = request
-            .peer_certs()
-            .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()))
-            .unwrap_or_default();
+        let cert = caller_cert(request);
         let denied = || {
             Status::permission_denied(format!(
                 "caller's TLS certificate is not a pinned consenter of channel {channel_id:?}"
@@ -113,6 +115,52 @@ impl ClusterService {
         }
         Ok(channel.clone())
     }
+
+    /// The channel and the Raft node id pinned with the caller's TLS certificate: the only
+    /// node the caller may speak as.
+    fn consenter_for<T>(
+        &self,
+        request: &Request<T>,
+        channel_id: &str,
+    ) -> Result<(Arc<ChannelRuntime>, NodeId), Status> {
+        let channel = self.channel_for(request, channel_id)?;
+        let cert = caller_cert(request);
+        let id = channel
+            .config
+            .consenters()
+            .iter()
+            .find(|c| c.client_tls_cert == cert)
+            .map(|c| c.id)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "caller's TLS certificate is not a pinned consenter of channel {channel_id:?}"
+                ))
+            })?;
+        Ok((channel, id))
+    }
+}
+
+/// DER of the caller's TLS client certificate (empty without one).
+fn caller_cert<T>(request: &Request<T>) -> Vec<u8> {
+    request
+        .peer_certs()
+        .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()))
+        .unwrap_or_default()
+}
+
+/// Refuses a Raft message whose sender (`claimed`: the candidate of a vote, the leader of
+/// append-entries and install-snapshot) is not the node pinned with the caller's certificate:
+/// one consenter must not depose, vote or lead in another's name.
+fn speaks_as_itself(pinned: NodeId, claimed: Option<NodeId>, what: &str) -> Result<(), Status> {
+    match claimed {
+        Some(id) if id == pinned => Ok(()),
+        Some(id) => Err(Status::permission_denied(format!(
+            "{what} names node {id} as sender, but the caller's TLS certificate is pinned to node {pinned}"
+        ))),
+        None => Err(Status::permission_denied(format!(
+            "{what} names no sender; the caller's TLS certificate is pinned to node {pinned}"
+        ))),
+    }
 }
 
 fn bad_payload(e: impl std::fmt::Display) -> Status {
@@ -128,20 +176,25 @@ fn encoded<T: serde::Serialize>(value: &T) -> Result<Response<RaftResponse>, Sta
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
-        let channel = self.channel_for(&request, &request.get_ref().channel_id)?;
+        let (channel, pinned) = self.consenter_for(&request, &request.get_ref().channel_id)?;
         let req = request.into_inner();
         let raft = &channel.raft;
         match Kind::try_from(req.kind) {
             Ok(Kind::AppendEntries) => {
-                let rpc = decode(&req.payload).map_err(bad_payload)?;
+                let rpc: AppendEntriesRequest<TypeConfig> =
+                    decode(&req.payload).map_err(bad_payload)?;
+                speaks_as_itself(pinned, rpc.vote.leader_id().voted_for(), "append-entries")?;
                 encoded(&raft.append_entries(rpc).await)
             }
             Ok(Kind::Vote) => {
-                let rpc = decode(&req.payload).map_err(bad_payload)?;
+                let rpc: VoteRequest<NodeId> = decode(&req.payload).map_err(bad_payload)?;
+                speaks_as_itself(pinned, rpc.vote.leader_id().voted_for(), "vote request")?;
                 encoded(&raft.vote(rpc).await)
             }
             Ok(Kind::InstallSnapshot) => {
-                let rpc = decode(&req.payload).map_err(bad_payload)?;
+                let rpc: InstallSnapshotRequest<TypeConfig> =
+                    decode(&req.payload).map_err(bad_payload)?;
+                speaks_as_itself(pinned, rpc.vote.leader_id().voted_for(), "install-snapshot")?;
                 encoded(&raft.install_snapshot(rpc).await)
             }
             Err(_) => Err(Status::invalid_argument(format!(
