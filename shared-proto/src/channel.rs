@@ -438,13 +438,14 @@ fn check_orderer(config: &ChannelConfig, orderer_orgs: &[String]) -> Result<(), 
         if c.host.is_empty() || c.port == 0 || c.port > u32::from(u16::MAX) {
             return Err(invalid(field("port"), "host and port must be set"));
         }
+        // TLS certificates may use any key type TLS speaks; the identity signs blocks (Ed25519).
         for (name, der) in [
             ("client_tls_cert", &c.client_tls_cert),
             ("server_tls_cert", &c.server_tls_cert),
-            ("identity", &c.identity),
         ] {
-            CertInfo::from_der(der).map_err(|e| invalid(field(name), e.to_string()))?;
+            crate::msp::check_tls_cert_der(der).map_err(|e| invalid(field(name), e.to_string()))?;
         }
+        CertInfo::from_der(&c.identity).map_err(|e| invalid(field("identity"), e.to_string()))?;
     }
     Ok(())
 }

@@ -139,8 +139,13 @@ async fn pinned_consenter_is_heard(
     tls: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mut c = cluster.cluster_client_as(node, Some(tls));
+    // The certificate is node `node`'s own, so the vote names it (id = index + 1): a consenter
+    // may speak only as itself (tests/authorization.rs).
     let r = c
-        .raft(raft_request(Kind::Vote, vote_payload(0, 99, 0)))
+        .raft(raft_request(
+            Kind::Vote,
+            vote_payload(0, node as u64 + 1, 0),
+        ))
         .await
         .map_err(|s| anyhow::anyhow!("stale vote: {:?} {}", s.code(), s.message()))?;
     anyhow::ensure!(!r.get_ref().payload.is_empty(), "empty vote response");

@@ -148,6 +148,7 @@ impl TestCluster {
         let spec = NetworkSpec {
             name: "test".into(),
             validity_days: 30,
+            tls_key_algorithm: Default::default(),
             orderer_orgs: vec![OrdererOrgSpec {
                 msp_id: "OrdererMSP".into(),
                 orderers: ports

@@ -217,6 +217,7 @@ impl TestNet {
         let spec = NetworkSpec {
             name: "e2e".into(),
             validity_days: 30,
+            tls_key_algorithm: Default::default(),
             orderer_orgs: vec![OrdererOrgSpec {
                 msp_id: "OrdererMSP".into(),
                 orderers,

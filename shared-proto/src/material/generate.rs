@@ -13,6 +13,8 @@ use crate::msp::CertificateAuthority;
 use crate::msp::IssuedCert;
 use crate::msp::Role;
 use crate::msp::SigningIdentity;
+use crate::msp::TlsCert;
+use crate::msp::TlsCertificateAuthority;
 use crate::msp::Usage;
 use crate::msp::Validity;
 use crate::node_config::ChannelBootstrap;
@@ -181,6 +183,11 @@ fn write_pair(dir: &Path, cert: &IssuedCert) -> Result<(), MaterialError> {
     write(&dir.join("key.pem"), cert.key_pem()?.as_bytes(), true)
 }
 
+fn write_tls_pair(dir: &Path, cert: &TlsCert) -> Result<(), MaterialError> {
+    write(&dir.join("cert.pem"), cert.cert_pem().as_bytes(), false)?;
+    write(&dir.join("key.pem"), cert.key_pem().as_bytes(), true)
+}
+
 fn to_toml<T: serde::Serialize>(what: &str, value: &T) -> Result<String, MaterialError> {
     toml::to_string(value).map_err(|e| MaterialError::Encode {
         what: what.to_owned(),
@@ -191,7 +198,7 @@ fn to_toml<T: serde::Serialize>(what: &str, value: &T) -> Result<String, Materia
 struct OrgCas {
     msp_id: String,
     ca: CertificateAuthority,
-    tlsca: CertificateAuthority,
+    tlsca: TlsCertificateAuthority,
 }
 
 /// Generates all material for `spec` into `out` (which must be absent or empty), as of
@@ -222,7 +229,12 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
     let mut cas = Vec::new();
     for msp_id in org_ids {
         let ca = CertificateAuthority::generate(&format!("ca.{msp_id}"), msp_id, validity)?;
-        let tlsca = CertificateAuthority::generate(&format!("tlsca.{msp_id}"), msp_id, validity)?;
+        let tlsca = TlsCertificateAuthority::generate(
+            &format!("tlsca.{msp_id}"),
+            msp_id,
+            spec.tls_key_algorithm,
+            validity,
+        )?;
         let org_dir = out.join("orgs").join(msp_id);
         write(
             &org_dir.join("ca/cert.pem"),
@@ -237,7 +249,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
         )?;
         write(
             &org_dir.join("tlsca/key.pem"),
-            tlsca.key_pem()?.as_bytes(),
+            tlsca.key_pem().as_bytes(),
             true,
         )?;
         cas.push(OrgCas {
@@ -257,10 +269,10 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
         let cert = org
             .ca
             .issue(&u.name, Usage::Signing(u.role), &[], validity)?;
-        let tls = org.tlsca.issue(&u.name, Usage::Tls, &[], validity)?;
+        let tls = org.tlsca.issue(&u.name, &[], validity)?;
         let dir = u.cert.parent().unwrap_or(out);
         write_pair(dir, &cert)?;
-        write_pair(u.tls_cert.parent().unwrap_or(out), &tls)?;
+        write_tls_pair(u.tls_cert.parent().unwrap_or(out), &tls)?;
         if orderer_admin.is_none() && u.role == Role::Admin {
             orderer_admin = Some(SigningIdentity::new(&u.msp_id, cert.cert_der, cert.key)?);
         }
@@ -284,9 +296,9 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
         let cert = org
             .ca
             .issue(&o.name, Usage::Signing(Role::Orderer), &[], validity)?;
-        let tls = org.tlsca.issue(&o.name, Usage::Tls, &sans, validity)?;
+        let tls = org.tlsca.issue(&o.name, &sans, validity)?;
         write_pair(&node.dir.join("msp"), &cert)?;
-        write_pair(&node.dir.join("tls"), &tls)?;
+        write_tls_pair(&node.dir.join("tls"), &tls)?;
         consenters.push(cfg::Consenter {
             id: *id,
             host: o.host.clone(),
@@ -343,9 +355,9 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
         let cert = org
             .ca
             .issue(&p.name, Usage::Signing(Role::Peer), &[], validity)?;
-        let tls = org.tlsca.issue(&p.name, Usage::Tls, &sans, validity)?;
+        let tls = org.tlsca.issue(&p.name, &sans, validity)?;
         write_pair(&node.dir.join("msp"), &cert)?;
-        write_pair(&node.dir.join("tls"), &tls)?;
+        write_tls_pair(&node.dir.join("tls"), &tls)?;
         let channels = spec
             .channels
             .iter()

@@ -7,7 +7,7 @@
 //! ```text
 //! network.toml                                   the spec it was generated from
 //! orgs/<msp>/ca/{cert,key}.pem                   org CA (signing identities)
-//! orgs/<msp>/tlsca/{cert,key}.pem                org TLS CA
+//! orgs/<msp>/tlsca/{cert,key}.pem                org TLS CA (ECDSA P-256 unless the spec says ed25519)
 //! orgs/<msp>/orderers/<name>/orderer.toml        node config (paths relative to its folder)
 //! orgs/<msp>/orderers/<name>/msp/{cert,key}.pem  signing identity (role orderer)
 //! orgs/<msp>/orderers/<name>/tls/{cert,key}.pem  TLS server+client certificate

@@ -13,6 +13,11 @@ pub struct NetworkSpec {
     pub name: String,
     #[serde(default = "default_validity_days")]
     pub validity_days: u32,
+    /// Key algorithm of every org's TLS CA and TLS certificates: `ecdsa-p256` (default; every
+    /// TLS stack, gRPC's C core included) or `ed25519` (Rust and Go clients only). Signing
+    /// identities are Ed25519 either way.
+    #[serde(default)]
+    pub tls_key_algorithm: crate::msp::TlsKeyAlgorithm,
     pub orderer_orgs: Vec<OrdererOrgSpec>,
     #[serde(default)]
     pub peer_orgs: Vec<PeerOrgSpec>,

@@ -67,12 +67,10 @@ fn sample_spec_generates_material_that_loads_back_and_verifies() {
             .evaluate("BlockValidation", std::slice::from_ref(&signer))
             .unwrap());
         assert!(!channel.evaluate("Writers", &[signer]).unwrap() || cfg.msp_id.is_empty());
-        let tls = CertInfo::from_der(
-            &crate::msp::pem_to_der(&std::fs::read_to_string(&cfg.tls.cert).unwrap()).unwrap(),
-        )
-        .unwrap();
+        let tls_der =
+            crate::msp::pem_to_der(&std::fs::read_to_string(&cfg.tls.cert).unwrap()).unwrap();
         let tls_ca_der = &channel.config().orderer_orgs[0].tls_root_certs[0];
-        assert!(tls.is_signed_by(&CertInfo::from_der(tls_ca_der).unwrap()));
+        assert_tls_ecdsa_p256_issued_by(&tls_der, tls_ca_der);
         let consenter = channel.consenters().iter().find(|c| c.id == id).unwrap();
         assert_eq!(
             crate::msp::pem_to_der(&std::fs::read_to_string(&cfg.tls.cert).unwrap()).unwrap(),
@@ -148,6 +146,50 @@ fn sample_spec_generates_material_that_loads_back_and_verifies() {
     let loaded = Generated::load(&out).unwrap();
     assert_eq!(loaded.orderers, generated.orderers);
     assert_eq!(loaded.peers, generated.peers);
+}
+
+/// The TLS certificate is ECDSA P-256 (the default) and names the TLS CA, ECDSA P-256 too, as
+/// issuer. (That the chain verifies is what every TLS test's handshake shows.)
+fn assert_tls_ecdsa_p256_issued_by(cert_der: &[u8], ca_der: &[u8]) {
+    use x509_parser::oid_registry::OID_EC_P256;
+    use x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY;
+    use x509_parser::prelude::FromDer as _;
+    use x509_parser::prelude::X509Certificate;
+    let (_, cert) = X509Certificate::from_der(cert_der).unwrap();
+    let (_, ca) = X509Certificate::from_der(ca_der).unwrap();
+    for c in [&cert, &ca] {
+        let alg = &c.tbs_certificate.subject_pki.algorithm;
+        assert_eq!(alg.algorithm, OID_KEY_TYPE_EC_PUBLIC_KEY);
+        let curve = alg.parameters.as_ref().unwrap().as_oid().unwrap();
+        assert_eq!(curve, OID_EC_P256);
+    }
+    assert_eq!(cert.issuer().as_raw(), ca.subject().as_raw());
+    assert!(ca.is_ca() && !cert.is_ca());
+    // No role OU: a TLS certificate never passes as a signing identity.
+    assert_eq!(cert.subject().iter_organizational_unit().count(), 0);
+    assert!(CertInfo::from_der(cert_der).is_err());
+}
+
+#[test]
+fn tls_key_algorithm_is_ecdsa_p256_by_default_and_ed25519_on_request() {
+    let spec = NetworkSpec::from_toml(SAMPLE).unwrap();
+    assert_eq!(
+        spec.tls_key_algorithm,
+        crate::msp::TlsKeyAlgorithm::EcdsaP256
+    );
+    let ed = NetworkSpec::from_toml(&format!("tls_key_algorithm = \"ed25519\"\n{SAMPLE}")).unwrap();
+    assert_eq!(ed.tls_key_algorithm, crate::msp::TlsKeyAlgorithm::Ed25519);
+    let dir = tempfile::tempdir().unwrap();
+    let generated = generate(&ed, &dir.path().join("net"), NOW).unwrap();
+    let tls = std::fs::read_to_string(generated.orderers[0].dir.join("tls/cert.pem")).unwrap();
+    let tls = CertInfo::from_der(&crate::msp::pem_to_der(&tls).unwrap()).unwrap();
+    let ca = std::fs::read(&generated.tls_ca_certs[0]).unwrap();
+    let ca = CertInfo::from_der(&crate::msp::pem_to_der(&String::from_utf8(ca).unwrap()).unwrap())
+        .unwrap();
+    assert!(tls.is_signed_by(&ca));
+    let err =
+        NetworkSpec::from_toml(&format!("tls_key_algorithm = \"rsa\"\n{SAMPLE}")).unwrap_err();
+    assert!(err.to_string().contains("tls_key_algorithm"), "{err}");
 }
 
 #[test]

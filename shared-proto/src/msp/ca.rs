@@ -36,7 +36,7 @@ impl Validity {
         }
     }
 
-    fn apply(&self, params: &mut CertificateParams) -> Result<(), MspError> {
+    pub(super) fn apply(&self, params: &mut CertificateParams) -> Result<(), MspError> {
         let at = |unix: i64| {
             OffsetDateTime::from_unix_timestamp(unix).map_err(|e| MspError::Generate {
                 reason: format!("validity time {unix} out of range: {e}"),
@@ -199,9 +199,16 @@ fn generate_error(e: rcgen::Error) -> MspError {
     }
 }
 
-/// PKCS#8 PEM of an Ed25519 key.
+/// PKCS#8 PEM of an Ed25519 key, in the RFC 8410 form (PKCS#8 v1, no public key): what
+/// OpenSSL writes and what every reader accepts. (ed25519-dalek's own encoding is v2 with the
+/// public key, which Python's `cryptography` refuses.)
 pub fn key_to_pem(key: &SigningKey) -> Result<String, MspError> {
-    key.to_pkcs8_pem(LineEnding::LF)
+    let bytes = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    bytes
+        .to_pkcs8_pem(LineEnding::LF)
         .map(|pem| pem.to_string())
         .map_err(|e| MspError::Generate {
             reason: format!("encoding key as PEM: {e}"),

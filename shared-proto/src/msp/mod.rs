@@ -9,6 +9,7 @@ mod cert;
 mod identity;
 mod membership;
 mod role;
+mod tls_ca;
 
 pub use ca::der_to_pem;
 pub use ca::key_from_pem;
@@ -27,6 +28,10 @@ pub use membership::VerifiedIdentity;
 pub use membership::ANY_TIME;
 pub use role::Role;
 pub use role::UnknownRole;
+pub use tls_ca::check_tls_cert_der;
+pub use tls_ca::TlsCert;
+pub use tls_ca::TlsCertificateAuthority;
+pub use tls_ca::TlsKeyAlgorithm;
 
 /// Why an identity or certificate was refused. Each variant says what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
