@@ -243,10 +243,10 @@ async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String
     // A follower forwards: the leader checks its own index again (this node's may have a gap).
     let leading = channel.leader() == Some(registry.node_id);
     ensure_not_ordered(channel, &tx_id, leading)?;
-    channel
-        .proposer
-        .submit(envelope.encode_to_vec(), true)
-        .await?;
+    // Only the encoded copy waits for the answer.
+    let encoded = envelope.encode_to_vec();
+    drop(envelope);
+    channel.proposer.submit(encoded, true).await?;
     Ok(tx_id)
 }
 

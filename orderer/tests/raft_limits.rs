@@ -29,7 +29,7 @@ async fn sixteen_concurrent_9mib_envelopes_are_replicated_and_delivered_by_every
         tasks.push(tokio::spawn(async move {
             // A client retries a retryable refusal (no leader yet); the retry filter and the
             // tx index keep the envelope ordered once. Nothing else is retried.
-            let deadline = Instant::now() + Duration::from_secs(90);
+            let deadline = Instant::now() + Duration::from_secs(180);
             loop {
                 let mut request = tonic::Request::new(env.clone());
                 request.set_timeout(Duration::from_secs(60));

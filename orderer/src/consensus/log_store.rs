@@ -24,6 +24,7 @@ use openraft::Vote;
 
 use super::decode;
 use super::encode;
+use super::network::APPEND_ENTRIES_BYTES_MAX;
 use super::Entry;
 use super::LogId;
 use super::NodeId;
@@ -110,6 +111,23 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         for kv in iter {
             let value = kv.value().map_err(read_err)?;
+            entries.push(decode(&value).map_err(read_err)?);
+        }
+        Ok(entries)
+    }
+
+    /// What replication reads for one AppendEntries: entries from `start`, stopping once they
+    /// hold [`APPEND_ENTRIES_BYTES_MAX`] (at least one entry), so a leader never reads
+    /// `max_payload_entries` large entries per follower at once.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for kv in self.log.range(start.to_be_bytes()..end.to_be_bytes()) {
+            let value = kv.value().map_err(read_err)?;
+            if !entries.is_empty() && bytes + value.len() > APPEND_ENTRIES_BYTES_MAX {
+                break;
+            }
+            bytes += value.len();
             entries.push(decode(&value).map_err(read_err)?);
         }
         Ok(entries)

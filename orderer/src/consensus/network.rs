@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use openraft::error::InstallSnapshotError;
 use openraft::error::NetworkError;
@@ -28,6 +29,8 @@ use shared_proto::channel::BYTES_ABSOLUTE_MAX_CEILING;
 use shared_proto::pb::orderer::cluster_client::ClusterClient;
 use shared_proto::pb::orderer::raft_request::Kind;
 use shared_proto::pb::orderer::RaftRequest;
+use shared_proto::pb::orderer::RaftResponse;
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
@@ -130,9 +133,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channel_id: self.channel_id.clone(),
             target,
             client: self.clients.client(&node.addr).map_err(Arc::new),
+            crossing: None,
         }
     }
 }
+
+/// How long a detached AppendEntries may take to cross (see [`Connection::append_entries`]).
+pub const APPEND_ENTRIES_CROSSING_MAX: Duration = Duration::from_secs(10);
 
 /// RPCs to one peer for one channel.
 #[derive(Debug)]
@@ -140,11 +147,56 @@ pub struct Connection {
     channel_id: String,
     target: NodeId,
     client: Result<ClusterClient<Channel>, Arc<AddressError>>,
+    /// An AppendEntries openraft stopped waiting for, still crossing to the peer.
+    crossing: Option<JoinHandle<Result<RaftResponse, tonic::Status>>>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
+fn transport_error<E: std::error::Error>(status: &tonic::Status) -> RpcErr<E> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(status))
+        }
+        _ => RPCError::Network(NetworkError::new(status)),
+    }
+}
+
 impl Connection {
+    fn request<Req: serde::Serialize, E: std::error::Error>(
+        &self,
+        kind: Kind,
+        req: &Req,
+        deadline: Duration,
+    ) -> Result<(ClusterClient<Channel>, tonic::Request<RaftRequest>), RpcErr<E>> {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e.as_ref()))),
+        };
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftRequest {
+            channel_id: self.channel_id.clone(),
+            kind: kind as i32,
+            payload,
+        });
+        request.set_timeout(deadline);
+        Ok((client, request))
+    }
+
+    fn answer<Resp, E>(
+        &self,
+        response: Result<RaftResponse, tonic::Status>,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Resp: for<'de> serde::Deserialize<'de>,
+        E: std::error::Error + for<'de> serde::Deserialize<'de>,
+    {
+        let response = response.map_err(|s| transport_error(&s))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            decode(&response.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         kind: Kind,
@@ -156,31 +208,34 @@ impl Connection {
         Resp: for<'de> serde::Deserialize<'de>,
         E: std::error::Error + for<'de> serde::Deserialize<'de>,
     {
-        let client = match &mut self.client {
-            Ok(c) => c,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e.as_ref()))),
-        };
-        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftRequest {
-            channel_id: self.channel_id.clone(),
-            kind: kind as i32,
-            payload,
-        });
-        request.set_timeout(option.hard_ttl());
-        let response = match client.raft(request).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
-                return Err(match status.code() {
-                    tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
-                    _ => RPCError::Network(NetworkError::new(&status)),
-                })
-            }
-        };
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            decode(&response.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let (mut client, request) = self.request(kind, req, option.hard_ttl())?;
+        let response = client.raft(request).await.map(tonic::Response::into_inner);
+        self.answer(response)
+    }
+
+    /// Sends one AppendEntries on its own task, so that openraft giving up after one heartbeat
+    /// does not cut it off mid-transfer: a large entry still reaches the follower (which then
+    /// appends it and resets its election timer) instead of being resent from scratch every
+    /// heartbeat while the follower hears nothing and elects a new leader. One crossing at a
+    /// time per peer: a new call first waits for the previous one (within openraft's timeout).
+    async fn send_append(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        if let Some(previous) = self.crossing.as_mut() {
+            let _ = previous.await;
+            self.crossing = None;
+        }
+        let (mut client, request) =
+            self.request(Kind::AppendEntries, rpc, APPEND_ENTRIES_CROSSING_MAX)?;
+        let crossing = self.crossing.insert(tokio::spawn(async move {
+            client.raft(request).await.map(tonic::Response::into_inner)
+        }));
+        let response = crossing
+            .await
+            .unwrap_or_else(|e| Err(tonic::Status::cancelled(e.to_string())));
+        self.crossing = None;
+        self.answer(response)
     }
 }
 
@@ -193,13 +248,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let _ = option;
         let keep = entries_within(&rpc.entries, APPEND_ENTRIES_BYTES_MAX);
         if keep == rpc.entries.len() {
-            return self.call(Kind::AppendEntries, &rpc, &option).await;
+            return self.send_append(&rpc).await;
         }
         rpc.entries.truncate(keep);
         let last = rpc.entries.last().map(|e| e.log_id);
-        let response = self.call(Kind::AppendEntries, &rpc, &option).await?;
+        let response = self.send_append(&rpc).await?;
         Ok(match response {
             AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last),
             other => other,

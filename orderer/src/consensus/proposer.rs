@@ -4,10 +4,11 @@
 //! Envelopes queue per channel (bounded in count here and in bytes by the node-wide budget in
 //! [`crate::broadcast`]). One loop drains whatever is queued into one entry (up to
 //! [`BATCH_ENVELOPES_MAX`] / [`BATCH_BYTES_MAX`], or one larger envelope alone) and proposes
-//! it, keeping up to [`IN_FLIGHT_MAX`] entries in flight so the Raft pipeline stays full. A
-//! follower's `client_write` fails with ForwardToLeader; the batch is then forwarded once to
-//! the leader over `Cluster.Forward` (the leader proposes it and answers after commit). The
-//! answer for an envelope is given only after the entry holding it is committed and applied.
+//! it, keeping up to [`IN_FLIGHT_MAX`] entries in flight so the Raft pipeline stays full. On a
+//! follower the batch is forwarded once to the leader it knows over `Cluster.Forward` (the
+//! leader proposes it and answers after commit); the leader moves the envelopes into the entry
+//! without keeping a copy. The answer for an envelope is given only after the entry holding it
+//! is committed and applied.
 //!
 //! Every proposal ends within [`PROPOSAL_TIMEOUT`], and at once when this node stops leading
 //! while it waits: openraft may never answer a write whose entry was replaced (a former
@@ -244,111 +245,104 @@ async fn propose(
     clients: &ClusterClients,
     batch: Vec<Submission>,
 ) {
-    let (envelopes, done): (Vec<ByteBuf>, Vec<(bool, oneshot::Sender<_>)>) = batch
-        .into_iter()
-        .map(|s| (ByteBuf::from(s.envelope), (s.forwardable, s.done)))
-        .unzip();
-    let written = match write_bounded(raft, Request::Envelopes(envelopes.clone())).await {
-        Ok(written) => written,
-        Err(err) => {
-            for (_, d) in done {
-                let _ = d.send(Err(err.clone()));
-            }
-            return;
-        }
+    let (me, leader) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader.map(|id| {
+            let node = m.membership_config.membership().get_node(&id).cloned();
+            (id, node)
+        });
+        (m.id, leader)
     };
-    match written {
-        Ok(response) => {
-            let refused = &response.data.refused_at;
-            for (i, (_, d)) in done.into_iter().enumerate() {
-                let result = if refused.contains(&(i as u32)) {
-                    Err(ProposeError::Refused {
-                        status: Status::RequestEntityTooLarge,
-                        message: "the envelope exceeds the channel's bytes_absolute_max".into(),
-                    })
-                } else {
-                    Ok(())
-                };
-                let _ = d.send(result);
+    match leader {
+        Some((id, _)) if id == me => write_as_leader(raft, batch).await,
+        Some((id, Some(node))) => forward_batch(channel_id, clients, id, &node.addr, batch).await,
+        _ => answer_all(
+            batch.into_iter().map(|s| s.done),
+            &ProposeError::NoLeader {
+                channel: channel_id.to_owned(),
+            },
+        ),
+    }
+}
+
+fn answer_all(done: impl IntoIterator<Item = Done>, err: &ProposeError) {
+    for d in done {
+        let _ = d.send(Err(err.clone()));
+    }
+}
+
+/// Proposes the batch as one entry. The envelopes move into the entry (no copy is kept: a
+/// follower forwards before proposing, so nothing here needs them again).
+async fn write_as_leader(raft: &impl Consensus, batch: Vec<Submission>) {
+    let (envelopes, done): (Vec<ByteBuf>, Vec<Done>) = batch
+        .into_iter()
+        .map(|s| (ByteBuf::from(s.envelope), s.done))
+        .unzip();
+    let response = match write_bounded(raft, Request::Envelopes(envelopes)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            // Leadership moved between the check and the write: nothing was appended.
+            return answer_all(done, &ProposeError::LeadershipLost);
+        }
+        Ok(Err(e)) => return answer_all(done, &ProposeError::Raft(e.to_string())),
+        Err(err) => return answer_all(done, &err),
+    };
+    let refused = &response.data.refused_at;
+    for (i, d) in done.into_iter().enumerate() {
+        let result = if refused.contains(&(i as u32)) {
+            Err(ProposeError::Refused {
+                status: Status::RequestEntityTooLarge,
+                message: "the envelope exceeds the channel's bytes_absolute_max".into(),
+            })
+        } else {
+            Ok(())
+        };
+        let _ = d.send(result);
+    }
+}
+
+/// A follower's batch: forwarded once to the leader, whose answers are relayed. Envelopes that
+/// were themselves forwarded here are not forwarded again (`NoLeader`: the sender retries).
+async fn forward_batch(
+    channel_id: &str,
+    clients: &ClusterClients,
+    leader: NodeId,
+    addr: &str,
+    batch: Vec<Submission>,
+) {
+    let no_leader = || ProposeError::NoLeader {
+        channel: channel_id.to_owned(),
+    };
+    let (forwardable, local): (Vec<Submission>, Vec<Submission>) =
+        batch.into_iter().partition(|s| s.forwardable);
+    answer_all(local.into_iter().map(|s| s.done), &no_leader());
+    if forwardable.is_empty() {
+        return;
+    }
+    let (envelopes, done): (Vec<Vec<u8>>, Vec<Done>) = forwardable
+        .into_iter()
+        .map(|s| (s.envelope, s.done))
+        .unzip();
+    let expected = done.len();
+    match forward(channel_id, clients, leader, addr, envelopes).await {
+        Ok(results) if results.len() == expected => {
+            for (d, r) in done.into_iter().zip(results) {
+                let _ = d.send(r);
             }
         }
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
-            let (leader, node) = match (fwd.leader_id, fwd.leader_node) {
-                (Some(id), Some(node)) => (id, node),
-                _ => {
-                    let err = ProposeError::NoLeader {
-                        channel: channel_id.to_owned(),
-                    };
-                    for (_, d) in done {
-                        let _ = d.send(Err(err.clone()));
-                    }
-                    return;
-                }
-            };
-            let (fwd_env, fwd_done, local_done) = split_forwardable(envelopes, done);
-            for d in local_done {
-                let _ = d.send(Err(ProposeError::NoLeader {
-                    channel: channel_id.to_owned(),
-                }));
-            }
-            if fwd_done.is_empty() {
-                return;
-            }
-            let results = forward(channel_id, clients, leader, &node.addr, fwd_env).await;
-            match results {
-                Ok(results) if results.len() == fwd_done.len() => {
-                    for (d, r) in fwd_done.into_iter().zip(results) {
-                        let _ = d.send(r);
-                    }
-                }
-                Ok(results) => {
-                    let err = ProposeError::Forward {
-                        leader,
-                        message: format!(
-                            "{} answers for {} envelopes",
-                            results.len(),
-                            fwd_done.len()
-                        ),
-                    };
-                    for d in fwd_done {
-                        let _ = d.send(Err(err.clone()));
-                    }
-                }
-                Err(err) => {
-                    for d in fwd_done {
-                        let _ = d.send(Err(err.clone()));
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            let err = ProposeError::Raft(e.to_string());
-            for (_, d) in done {
-                let _ = d.send(Err(err.clone()));
-            }
-        }
+        Ok(results) => answer_all(
+            done,
+            &ProposeError::Forward {
+                leader,
+                message: format!("{} answers for {expected} envelopes", results.len()),
+            },
+        ),
+        Err(err) => answer_all(done, &err),
     }
 }
 
 type Done = oneshot::Sender<Result<(), ProposeError>>;
-
-fn split_forwardable(
-    envelopes: Vec<ByteBuf>,
-    done: Vec<(bool, Done)>,
-) -> (Vec<Vec<u8>>, Vec<Done>, Vec<Done>) {
-    let mut fwd_env = Vec::new();
-    let mut fwd_done = Vec::new();
-    let mut local = Vec::new();
-    for (env, (forwardable, d)) in envelopes.into_iter().zip(done) {
-        if forwardable {
-            fwd_env.push(env.into_vec());
-            fwd_done.push(d);
-        } else {
-            local.push(d);
-        }
-    }
-    (fwd_env, fwd_done, local)
-}
 
 async fn forward(
     channel_id: &str,

@@ -45,7 +45,18 @@ impl OrdererProcesses {
             .create(true)
             .append(true)
             .open(self.log(i))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_orderer"))
+        // WEFT_TEST_NODE_WRAPPER runs each node under a tool (e.g. `heaptrack`), for profiling.
+        let wrapper = std::env::var("WEFT_TEST_NODE_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(env!("CARGO_BIN_EXE_orderer"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_orderer")),
+        };
+        let child = command
             .args(["start", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
