@@ -1,7 +1,7 @@
 //! Operations endpoint (HTTP): `/healthz` (the process serves), `/readyz` (for every channel:
 //! a follower knows a Raft leader, a leader has heard from a quorum within
-//! [`quorum_silence_max`], and this node holds every block its state machine has cut; the
-//! body names each reason otherwise), `/metrics` (Prometheus text).
+//! [`crate::consensus::quorum_silence_max`], and this node holds every block its state machine
+//! has cut; the body names each reason otherwise), `/metrics` (Prometheus text).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,22 +52,12 @@ pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
     reasons
 }
 
-/// Longest a leader may go without a quorum's acknowledgement and still report ready: twice
-/// the longest election timeout (by then the others have elected a new leader, or cannot
-/// reach each other either), and at least [`QUORUM_SILENCE_MIN`] so a loaded node does not
-/// flap.
-pub fn quorum_silence_max(config: &openraft::Config) -> Duration {
-    Duration::from_millis(config.election_timeout_max.saturating_mul(2)).max(QUORUM_SILENCE_MIN)
-}
-
-/// Floor of [`quorum_silence_max`].
-pub const QUORUM_SILENCE_MIN: Duration = Duration::from_secs(1);
-
 /// Why this node's Raft cannot order now, if it cannot. A follower needs a leader: openraft
 /// reports none once the follower's election timeout passes without hearing from one (it then
 /// campaigns with an uncommitted vote). A leader needs a quorum that acknowledged it within
-/// [`quorum_silence_max`]: a leader in a minority partition keeps leading in openraft 0.9, and
-/// Broadcasts sent to it would wait for a commit that cannot happen.
+/// [`crate::consensus::quorum_silence_max`]: a leader in a minority partition keeps leading in
+/// openraft 0.9, and Broadcasts sent to it would wait for a commit that cannot happen (the
+/// proposer refuses them at once, see [`crate::consensus::proposer`]).
 fn raft_not_ready(node_id: u64, ch: &ChannelRuntime) -> Option<String> {
     let metrics = ch.raft.metrics();
     let (leader, acked) = {
@@ -81,7 +71,7 @@ fn raft_not_ready(node_id: u64, ch: &ChannelRuntime) -> Option<String> {
     if leader != node_id {
         return None;
     }
-    let bound = quorum_silence_max(ch.raft.config());
+    let bound = crate::consensus::quorum_silence_max(ch.raft.config());
     match acked {
         Some(ms) if Duration::from_millis(ms) <= bound => None,
         Some(ms) => Some(format!(

@@ -20,9 +20,21 @@ pub mod state_machine;
 mod test_material;
 
 use std::io::Cursor;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::Serialize;
+
+/// Longest a leader may go without a quorum's acknowledgement and still report ready: twice
+/// the longest election timeout (by then the others have elected a new leader, or cannot
+/// reach each other either), and at least [`QUORUM_SILENCE_MIN`] so a loaded node does not
+/// flap.
+pub fn quorum_silence_max(config: &openraft::Config) -> Duration {
+    Duration::from_millis(config.election_timeout_max.saturating_mul(2)).max(QUORUM_SILENCE_MIN)
+}
+
+/// Floor of [`quorum_silence_max`].
+pub const QUORUM_SILENCE_MIN: Duration = Duration::from_secs(1);
 
 /// Raft node id (the `node_id` of the orderer config, pinned as a consenter).
 pub type NodeId = u64;

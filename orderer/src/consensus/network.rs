@@ -30,7 +30,6 @@ use shared_proto::pb::orderer::cluster_client::ClusterClient;
 use shared_proto::pb::orderer::raft_request::Kind;
 use shared_proto::pb::orderer::RaftRequest;
 use shared_proto::pb::orderer::RaftResponse;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
@@ -114,6 +113,8 @@ impl ClusterClients {
 pub struct Network {
     channel_id: String,
     clients: ClusterClients,
+    /// Per peer: the slot an AppendEntries holds while it crosses.
+    crossings: Arc<Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Network {
@@ -121,6 +122,7 @@ impl Network {
         Network {
             channel_id: channel_id.to_owned(),
             clients,
+            crossings: Arc::default(),
         }
     }
 }
@@ -133,7 +135,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channel_id: self.channel_id.clone(),
             target,
             client: self.clients.client(&node.addr).map_err(Arc::new),
-            crossing: None,
+            crossing: self
+                .crossings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(target)
+                .or_default()
+                .clone(),
         }
     }
 }
@@ -147,8 +155,9 @@ pub struct Connection {
     channel_id: String,
     target: NodeId,
     client: Result<ClusterClient<Channel>, Arc<AddressError>>,
-    /// An AppendEntries openraft stopped waiting for, still crossing to the peer.
-    crossing: Option<JoinHandle<Result<RaftResponse, tonic::Status>>>,
+    /// Held by the AppendEntries crossing to this peer, shared by every connection openraft
+    /// opens to it for this channel.
+    crossing: Arc<tokio::sync::Mutex<()>>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -222,19 +231,17 @@ impl Connection {
         &mut self,
         rpc: &AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        if let Some(previous) = self.crossing.as_mut() {
-            let _ = previous.await;
-            self.crossing = None;
-        }
+        let slot = self.crossing.clone().lock_owned().await;
         let (mut client, request) =
             self.request(Kind::AppendEntries, rpc, APPEND_ENTRIES_CROSSING_MAX)?;
-        let crossing = self.crossing.insert(tokio::spawn(async move {
-            client.raft(request).await.map(tonic::Response::into_inner)
-        }));
+        let crossing = tokio::spawn(async move {
+            let response = client.raft(request).await.map(tonic::Response::into_inner);
+            drop(slot);
+            response
+        });
         let response = crossing
             .await
             .unwrap_or_else(|e| Err(tonic::Status::cancelled(e.to_string())));
-        self.crossing = None;
         self.answer(response)
     }
 }

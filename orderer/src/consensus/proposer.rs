@@ -22,6 +22,7 @@
 //! | this node is a follower, leader known       | forwarded; the leader's answer           |
 //! | no leader known                             | `NoLeader` (retryable)                   |
 //! | leadership lost while waiting               | `LeadershipLost` (retryable, may be ordered) |
+//! | leader without a quorum's ack for [`super::quorum_silence_max`] | `NoQuorum` at once, nothing proposed |
 //! | no answer within [`PROPOSAL_TIMEOUT`]       | `Timeout` (retryable, may be ordered)    |
 
 use std::future::Future;
@@ -76,6 +77,8 @@ pub enum ProposeError {
     LeadershipLost,
     #[error("not committed within {} ms (it may still be ordered; a retry is safe)", .after.as_millis())]
     Timeout { after: Duration },
+    #[error("this node leads but has not heard from a quorum for {silent_ms} ms (cut off from the other consenters?); retry another orderer")]
+    NoQuorum { silent_ms: u64 },
     #[error("raft: {0}")]
     Raft(String),
     #[error("the node is shutting down")]
@@ -89,6 +92,8 @@ pub trait Consensus: Clone + Send + Sync + 'static {
         request: Request,
     ) -> impl Future<Output = Result<ClientWriteResponse<TypeConfig>, WriteError>> + Send;
     fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>>;
+    /// How long a leader may go without a quorum's acknowledgement and still propose.
+    fn quorum_silence_max(&self) -> Duration;
 }
 
 pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
@@ -103,6 +108,10 @@ impl Consensus for Raft {
 
     fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
         Raft::metrics(self)
+    }
+
+    fn quorum_silence_max(&self) -> Duration {
+        super::quorum_silence_max(self.config())
     }
 }
 
@@ -245,16 +254,30 @@ async fn propose(
     clients: &ClusterClients,
     batch: Vec<Submission>,
 ) {
-    let (me, leader) = {
+    let (me, leader, quorum_silent_ms) = {
         let m = raft.metrics();
         let m = m.borrow();
         let leader = m.current_leader.map(|id| {
             let node = m.membership_config.membership().get_node(&id).cloned();
             (id, node)
         });
-        (m.id, leader)
+        (m.id, leader, m.millis_since_quorum_ack)
     };
     match leader {
+        // A leader cut off from its quorum cannot commit: appending more only grows its log
+        // and its replication traffic. Refuse at once; the client tries another orderer.
+        Some((id, _))
+            if id == me
+                && quorum_silent_ms
+                    .is_some_and(|ms| Duration::from_millis(ms) > raft.quorum_silence_max()) =>
+        {
+            answer_all(
+                batch.into_iter().map(|s| s.done),
+                &ProposeError::NoQuorum {
+                    silent_ms: quorum_silent_ms.unwrap_or_default(),
+                },
+            )
+        }
         Some((id, _)) if id == me => write_as_leader(raft, batch).await,
         Some((id, Some(node))) => forward_batch(channel_id, clients, id, &node.addr, batch).await,
         _ => answer_all(

@@ -71,6 +71,10 @@ impl Consensus for ScriptedRaft {
     fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
         self.metrics.subscribe()
     }
+
+    fn quorum_silence_max(&self) -> Duration {
+        Duration::from_secs(1)
+    }
 }
 
 fn clients() -> (tempfile::TempDir, ClusterClients) {
@@ -127,6 +131,20 @@ async fn leader_that_loses_leadership_answers_its_pending_writes_at_once() {
         before.elapsed() < PROPOSAL_TIMEOUT,
         "answered by the deadline, not the loss"
     );
+}
+
+/// A leader cut off from its quorum proposes nothing more: its log and replication traffic
+/// would only grow while no entry can commit.
+#[tokio::test(start_paused = true)]
+async fn leader_without_a_quorum_refuses_at_once_and_proposes_nothing() {
+    let (_dir, clients) = clients();
+    let raft = ScriptedRaft::leader(Script::Hang);
+    raft.metrics
+        .send_modify(|m| m.millis_since_quorum_ack = Some(5_000));
+    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients);
+    let answer = proposer.submit(b"x".to_vec(), true).await;
+    assert_eq!(answer, Err(ProposeError::NoQuorum { silent_ms: 5_000 }));
+    assert_eq!(raft.writes.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 /// A full queue holds submitters back (backpressure) instead of growing; they are admitted as
