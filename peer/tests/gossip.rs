@@ -34,6 +34,7 @@ fn topology(org1: &[bool]) -> Topology {
         org2: vec![true],
         gossip_proxies: true,
         hold_back: Vec::new(),
+        ..Default::default()
     }
 }
 

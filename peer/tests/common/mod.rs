@@ -153,7 +153,13 @@ pub struct Topology {
     pub gossip_proxies: bool,
     /// Peers (msp, name) not started with the network (tests start them later).
     pub hold_back: Vec<(&'static str, &'static str)>,
+    /// Adds [`OUTSIDER_MSP`]: an org with a user and no peers, in the network (its TLS CA is
+    /// trusted by every node) but not in the channel.
+    pub outsider_org: bool,
 }
+
+/// The org of [`Topology::outsider_org`].
+pub const OUTSIDER_MSP: &str = "Org3MSP";
 
 impl Default for Topology {
     fn default() -> Self {
@@ -162,6 +168,7 @@ impl Default for Topology {
             org2: vec![true],
             gossip_proxies: false,
             hold_back: Vec::new(),
+            outsider_org: false,
         }
     }
 }
@@ -210,10 +217,13 @@ impl TestNet {
                 .collect(),
             users: vec!["User1".into()],
         };
-        let peer_orgs = vec![
+        let mut peer_orgs = vec![
             peer_org("Org1MSP", &topology.org1),
             peer_org("Org2MSP", &topology.org2),
         ];
+        if topology.outsider_org {
+            peer_orgs.push(peer_org(OUTSIDER_MSP, &[]));
+        }
         let spec = NetworkSpec {
             name: "e2e".into(),
             validity_days: 30,
@@ -224,7 +234,7 @@ impl TestNet {
             peer_orgs,
             channels: vec![ChannelSpec {
                 id: CHANNEL.into(),
-                orgs: None,
+                orgs: Some(vec!["Org1MSP".into(), "Org2MSP".into()]),
                 batch: material::BatchSpec {
                     message_count_max: 100,
                     timeout_ms: 50,
