@@ -199,7 +199,15 @@ fn late_gossip_only_peer_with_empty_ledger_catches_up_by_pull_in_batches() {
     );
 }
 
-/// A member of Org1 (peer3's credentials, that peer never started) turned malicious.
+/// What an attacker's alive message claims.
+struct Claim {
+    height: u64,
+    sequence: u64,
+    leader: bool,
+    known: Vec<String>,
+}
+
+/// A member of Org1 (the credentials of a peer that never started) turned malicious.
 struct Attacker {
     identity: SigningIdentity,
     tls: TlsMaterial,
@@ -218,15 +226,25 @@ impl Attacker {
     }
 
     fn alive(&self) -> GossipMessage {
+        self.alive_claiming(Claim {
+            height: 1,
+            sequence: 1,
+            leader: false,
+            known: vec![],
+        })
+    }
+
+    /// A correctly signed alive message saying whatever `claim` says.
+    fn alive_claiming(&self, claim: Claim) -> GossipMessage {
         let info = AliveInfo {
             endpoint: self.endpoint.clone(),
             identity: self.identity.serialized().to_vec(),
-            height: 1,
-            sequence: 1,
-            can_lead: false,
-            leader: false,
+            height: claim.height,
+            sequence: claim.sequence,
+            can_lead: claim.leader,
+            leader: claim.leader,
             tls_cert_hash: sha256(&self.tls.cert_der).to_vec(),
-            known: vec![],
+            known: claim.known,
             channel_id: CHANNEL.into(),
         };
         GossipMessage {
@@ -399,5 +417,152 @@ fn gossip_only_peer_partitioned_from_its_org_catches_up_after_heal() {
     assert!(
         m.gossip_received_count("pull") > 0,
         "caught up without pulling"
+    );
+}
+
+/// Keeps telling `to` (each a gossip endpoint) that the attacker leads at `height`, every
+/// 100 ms, until the returned sender is dropped.
+fn keep_claiming(
+    rt: &tokio::runtime::Runtime,
+    attacker: Arc<Attacker>,
+    to: Vec<String>,
+    height: u64,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    rt.spawn(async move {
+        let mut streams = Vec::new();
+        for t in &to {
+            streams.push(attacker.open(t).await.unwrap());
+        }
+        for sequence in 1u64.. {
+            for s in &streams {
+                let claim = Claim {
+                    height,
+                    sequence,
+                    leader: true,
+                    known: vec![],
+                };
+                let _ = s.send(attacker.alive_claiming(claim)).await;
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    });
+    stop
+}
+
+#[test]
+fn member_claiming_height_plus_10000_and_leadership_does_not_stop_its_org() {
+    let mut topo = topology(&[true, false, false]);
+    topo.hold_back = vec![("Org1MSP", "peer2")];
+    let net = TestNet::start_with(topo).unwrap();
+    let (p0, p1) = (org1(&net, "peer0"), org1(&net, "peer1"));
+    let attacker = Arc::new(Attacker::new(&net, org1(&net, "peer2")));
+    let rt = runtime();
+    // Endorsements from Org2's peer first, so commit status does not depend on Org1.
+    let gw = {
+        let _in = rt.enter();
+        let endorsers = [endpoint_of(&net, 1, 0), endpoint_of(&net, 0, 0)];
+        Arc::new(
+            Gateway::from_network_with_endorsers(
+                &net.generated,
+                "Org2MSP",
+                "User1",
+                CHANNEL,
+                &endorsers,
+            )
+            .unwrap(),
+        )
+    };
+    rt.block_on(async {
+        gw.submit("kv", "put", &[arg("k"), arg("v")]).await.unwrap();
+        assert_peers_agree(&net).await;
+        wait_until("peer0 leads Org1", HANDOVER, || {
+            net.peer(p0).gossip.is_leader(CHANNEL)
+        })
+        .await;
+    });
+    let claimed = net.ledger(p0).height() + 10_000;
+    let to = [p0, p1]
+        .iter()
+        .map(|i| net.peer_configs[*i].gossip.external_endpoint.clone())
+        .collect();
+    let _attack = keep_claiming(&rt, attacker, to, claimed);
+    rt.block_on(async {
+        wait_until("both Org1 peers hear the attacker", WAIT, || {
+            [p0, p1]
+                .iter()
+                .all(|i| net.peer(*i).gossip.members_alive(CHANNEL).len() == 2)
+        })
+        .await;
+        // Blind writes: endorsers at different heights still sign the same result.
+        for i in 0..60 {
+            let r = gw
+                .submit("kv", "put", &[arg(format!("k{i}")), arg("v")])
+                .await
+                .unwrap();
+            assert_eq!(r.code, TxValidationCode::Valid);
+        }
+        // Org1 keeps committing: its peers reach the orderers' height.
+        let height = net.orderer_height();
+        net.wait_peers_at(height, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_peers_agree(&net).await;
+    });
+    assert!(
+        net.peer(p0).gossip.is_leader(CHANNEL),
+        "peer0 ceded leadership to the attacker"
+    );
+}
+
+#[test]
+fn invented_endpoints_in_alive_messages_do_not_lock_out_a_late_newcomer() {
+    let mut topo = topology(&[true, false, false]);
+    topo.hold_back = vec![("Org1MSP", "peer1"), ("Org1MSP", "peer2")];
+    topo.newcomers = vec![("Org1MSP", "peer1")];
+    let mut net = TestNet::start_with(topo).unwrap();
+    let (p0, late) = (org1(&net, "peer0"), org1(&net, "peer1"));
+    let attacker = Attacker::new(&net, org1(&net, "peer2"));
+    let rt = runtime();
+    let gw = Arc::new(rt.block_on(async { net.gateway("Org1MSP") }));
+    rt.block_on(async {
+        mint(&gw, 10, 1_000_000).await;
+        let to = net.peer_configs[p0].gossip.external_endpoint.clone();
+        let stream = attacker.open(&to).await.unwrap();
+        // 4 alive messages naming 64 endpoints each that no member owns (nothing listens).
+        for batch in 0..4u64 {
+            let known = (0..64)
+                .map(|i| format!("127.0.0.1:{}", 1 + batch * 64 + i))
+                .collect();
+            let claim = Claim {
+                height: 1,
+                sequence: batch + 1,
+                leader: false,
+                known,
+            };
+            stream.send(attacker.alive_claiming(claim)).await.unwrap();
+        }
+        let gossip = net.peer(p0).gossip.clone();
+        wait_until("peer0 dialled the invented endpoints", WAIT, || {
+            gossip.links() >= peer::gossip::transport::ENDPOINTS_MAX
+        })
+        .await;
+    });
+    net.start_peer(late).unwrap();
+    rt.block_on(async {
+        let codes = transfers(gw.clone(), 50, 10, 8).await;
+        assert_codes_valid_or_conflict(&codes);
+        assert_peers_agree(&net).await;
+    });
+    assert!(
+        net.peer(late)
+            .registry
+            .metrics
+            .gossip_received_count("pull")
+            > 0,
+        "the newcomer caught up without pulling"
     );
 }

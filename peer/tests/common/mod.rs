@@ -156,6 +156,9 @@ pub struct Topology {
     /// Adds [`OUTSIDER_MSP`]: an org with a user and no peers, in the network (its TLS CA is
     /// trusted by every node) but not in the channel.
     pub outsider_org: bool,
+    /// Peers (msp, name) in no other peer's `gossip.bootstrap` list: they join by dialling
+    /// the others (a peer added to a running org).
+    pub newcomers: Vec<(&'static str, &'static str)>,
 }
 
 /// The org of [`Topology::outsider_org`].
@@ -169,6 +172,7 @@ impl Default for Topology {
             gossip_proxies: false,
             hold_back: Vec::new(),
             outsider_org: false,
+            newcomers: Vec::new(),
         }
     }
 }
@@ -281,6 +285,21 @@ impl TestNet {
                 c.gossip_listen_address = real;
             }
             peer_configs.push(c);
+        }
+        let newcomer_endpoints: Vec<String> = peer_configs
+            .iter()
+            .filter(|c| {
+                topology
+                    .newcomers
+                    .iter()
+                    .any(|(msp, name)| c.msp_id == *msp && c.name == *name)
+            })
+            .map(|c| c.gossip.external_endpoint.clone())
+            .collect();
+        for c in &mut peer_configs {
+            c.gossip
+                .bootstrap
+                .retain(|b| !newcomer_endpoints.contains(b));
         }
         let proxy_rt = proxy::Proxies::start(proxies, take_reserved)?;
         let mut net = TestNet {
