@@ -566,3 +566,51 @@ fn invented_endpoints_in_alive_messages_do_not_lock_out_a_late_newcomer() {
         "the newcomer caught up without pulling"
     );
 }
+
+#[test]
+fn forged_blocks_buffered_from_a_sender_are_dropped_once_it_is_banned() {
+    let mut topo = topology(&[true, false, false]);
+    topo.hold_back = vec![("Org1MSP", "peer2")];
+    let net = TestNet::start_with(topo).unwrap();
+    let gossip_only = org1(&net, "peer1");
+    let attacker = Attacker::new(&net, org1(&net, "peer2"));
+    let rt = runtime();
+    let gw = Arc::new(rt.block_on(async { net.gateway("Org1MSP") }));
+    rt.block_on(async {
+        mint(&gw, 10, 1_000_000).await;
+        assert_peers_agree(&net).await;
+        let to = net.peer_configs[gossip_only]
+            .gossip
+            .external_endpoint
+            .clone();
+        let ledger = net.ledger(gossip_only);
+        let (h, prev) = (ledger.height(), ledger.last_block_hash().unwrap().unwrap());
+        let tx = attacker.open(&to).await.unwrap();
+        tx.send(attacker.alive()).await.unwrap();
+        // Three blocks ahead of the chain: they wait in the reorder buffer.
+        for n in h + 1..h + 4 {
+            let mut ahead = block::new_block(n, vec![7; 32], vec![b"ahead".to_vec()], 0);
+            block::sign_block(&mut ahead, CHANNEL, &attacker.identity);
+            tx.send(block_message(CHANNEL, ahead)).await.unwrap();
+        }
+        // Three forged next blocks, one after the other: three refusals, the sender is banned.
+        let m = net.peer(gossip_only).registry.metrics.clone();
+        for i in 0..3u64 {
+            let mut forged = block::new_block(h, prev.to_vec(), vec![b"forged".to_vec()], 0);
+            block::sign_block(&mut forged, CHANNEL, &attacker.identity);
+            tx.send(block_message(CHANNEL, forged)).await.unwrap();
+            wait_until("forged block refused", WAIT, || m.blocks_refused.get() > i).await;
+        }
+        // The chain moves on past the buffered forgeries.
+        let codes = transfers(gw.clone(), 100, 10, 8).await;
+        assert_codes_valid_or_conflict(&codes);
+        assert!(net.orderer_height() > h + 4);
+        assert_peers_agree(&net).await;
+        assert_eq!(
+            m.blocks_refused.get(),
+            3,
+            "blocks of a banned sender were still taken from the reorder buffer"
+        );
+        assert_eq!(m.gossip_dropped_count("banned_sender_buffered"), 3);
+    });
+}

@@ -379,7 +379,9 @@ impl ChannelGossip {
             tokio::select! {
                 incoming = inbox.recv() => {
                     let Some(incoming) = incoming else { return std::future::pending().await };
-                    if let Err(r) = buffer.insert(incoming, self.committer.ledger.height()) {
+                    if shared.is_banned(&incoming.sender) {
+                        shared.metrics.gossip_drop("banned_sender_buffered");
+                    } else if let Err(r) = buffer.insert(incoming, self.committer.ledger.height()) {
                         shared.metrics.gossip_drop(r.as_str());
                     }
                 }
@@ -391,6 +393,10 @@ impl ChannelGossip {
             }
             while let Some(next) = buffer.take_next(self.committer.ledger.height()) {
                 let (sender, source, number) = (next.sender, next.source, next.number());
+                if shared.is_banned(&sender) {
+                    shared.metrics.gossip_drop("banned_sender_buffered");
+                    continue;
+                }
                 let committer = self.committer.clone();
                 let result =
                     tokio::task::spawn_blocking(move || committer.process(next.block)).await;
@@ -401,6 +407,13 @@ impl ChannelGossip {
                         self.metrics().blocks_refused.inc();
                         tracing::warn!(channel = %self.id(), number, error = %e, "refused a gossiped block");
                         shared.strike(&sender);
+                        if shared.is_banned(&sender) {
+                            // Whatever else it sent waits for nothing (and holds the numbers
+                            // honest blocks need).
+                            for _ in 0..buffer.remove_sender(&sender) {
+                                shared.metrics.gossip_drop("banned_sender_buffered");
+                            }
+                        }
                         self.pull_wake.notify_one();
                     }
                     Ok(Err(e)) => return e,
