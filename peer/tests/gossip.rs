@@ -13,8 +13,11 @@ use common::workload::*;
 use common::*;
 use peer::sdk::Gateway;
 use shared_proto::block;
+use shared_proto::block::BlockError;
+use shared_proto::block::Expected;
 use shared_proto::hash::sha256;
 use shared_proto::msp::SigningIdentity;
+use shared_proto::msp::ANY_TIME;
 use shared_proto::pb::common::Block;
 use shared_proto::pb::peer::gossip_message::Content;
 use shared_proto::pb::peer::AliveInfo;
@@ -294,6 +297,7 @@ fn forged_blocks_from_a_malicious_member_are_refused_by_every_honest_peer() {
     };
     let rt = runtime();
     let gw = Arc::new(rt.block_on(async { net.gateway("Org1MSP") }));
+    let mut unlinked = Vec::new();
     rt.block_on(async {
         mint(&gw, 10, 1_000_000).await;
         assert_peers_agree(&net).await;
@@ -311,11 +315,12 @@ fn forged_blocks_from_a_malicious_member_are_refused_by_every_honest_peer() {
             let mut other = block::new_block(h, prev.to_vec(), vec![b"other".to_vec()], 0);
             block::sign_block(&mut other, "otherchannel", &orderer);
             tx.send(block_message(CHANNEL, other)).await.unwrap();
-            // Ahead of the chain and not linked to it: wait in the reorder buffer, refused
-            // when their turn comes.
+            // Ahead of the chain, signed by a real orderer, but not linked to it: they wait in
+            // the reorder buffer and the previous-hash check refuses them when their turn comes.
             for n in h + 1..h + 3 {
                 let mut ahead = block::new_block(n, vec![7; 32], vec![b"ahead".to_vec()], 0);
-                block::sign_block(&mut ahead, CHANNEL, &attacker.identity);
+                block::sign_block(&mut ahead, CHANNEL, &orderer);
+                unlinked.push(ahead.clone());
                 tx.send(block_message(CHANNEL, ahead)).await.unwrap();
             }
             // A genuine block labelled with a channel this peer does not have.
@@ -376,6 +381,24 @@ fn forged_blocks_from_a_malicious_member_are_refused_by_every_honest_peer() {
             assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
         }
     });
+    // The unlinked blocks pass every check but the hash link: that is the one refusing them.
+    let ledger = net.ledger(honest[0]);
+    let channel = net
+        .peer(honest[0])
+        .registry
+        .get(CHANNEL)
+        .unwrap()
+        .config
+        .clone();
+    for b in &unlinked {
+        let n = b.header.as_ref().unwrap().number;
+        let prev = block::header_hash(&ledger.block(n - 1).unwrap().unwrap()).unwrap();
+        let err = block::verify_block(&channel, b, Expected::after(n - 1, prev), ANY_TIME);
+        assert!(
+            matches!(err, Err(BlockError::WrongPreviousHash { number }) if number == n),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]
