@@ -31,6 +31,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod node;
 pub mod ops;
+pub mod query;
 pub mod sdk;
 pub mod services;
 pub mod simulator;

@@ -50,6 +50,13 @@ enum Command {
     Invoke(Call),
     /// Run a chaincode function read-only on a peer; prints its result.
     Query(Call),
+    /// Print a committed transaction's block and validation code (a signed query).
+    Tx {
+        #[command(flatten)]
+        who: Client,
+        /// The transaction id (hex).
+        tx_id: String,
+    },
     /// Print committed blocks (number, hash, transactions with their validation codes).
     Blocks {
         #[command(flatten)]
@@ -157,6 +164,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let args: Vec<Vec<u8>> = call.args.iter().map(|a| a.clone().into_bytes()).collect();
             let out = gw.evaluate(&call.chaincode, &call.function, &args).await?;
             println!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }
+        Command::Tx { who, tx_id } => {
+            let tx = gateway(&who)?.transaction_by_id(&tx_id).await?;
+            let code = TxValidationCode::try_from(tx.validation_code)
+                .map(|c| c.as_str_name())
+                .unwrap_or("?");
+            println!("tx {tx_id} in block {}: {code}", tx.block_number);
             Ok(())
         }
         Command::Blocks { who, from, to } => print_blocks(&who, from, to).await,

@@ -278,12 +278,12 @@ fn spawn_servers(
         Arc::new(move || -> StopFuture { Box::pin(signal(&stop)) })
     };
     let serve_err = |e: tonic::transport::Error| NodeError::Serve(e.to_string());
-    let svc = PeerService {
-        registry: registry.clone(),
-    };
+    let svc = PeerService::new(registry.clone());
     let (_, health) = tonic_health::server::health_reporter();
+    // Client certificates required: every query is also signed and checked against Readers
+    // (query.rs), but nothing is decoded for a caller without a certificate of the network.
     let server = Server::builder()
-        .tls_config(tls.server(false))
+        .tls_config(tls.server(true))
         .map_err(serve_err)?
         .add_service(health)
         .add_service(Stopping::new(

@@ -4,7 +4,9 @@
 //! application org concurrently, checks they signed identical results, assembles and signs the
 //! transaction envelope (same nonce, so the same tx id), submits it to an orderer (moving to the
 //! next orderer while one is unavailable), then waits on a peer's `CommitStatus` and returns
-//! the validation code. [`Gateway::evaluate`] runs a chaincode function read-only on one peer.
+//! the validation code. [`Gateway::evaluate`] runs a chaincode function read-only on one peer;
+//! [`Gateway::block_by_number`] and [`Gateway::transaction_by_id`] read its ledger. Every query
+//! is signed by the gateway's identity (see [`crate::query`]).
 
 use std::time::Duration;
 
@@ -13,13 +15,18 @@ use shared_proto::envelope;
 use shared_proto::hash;
 use shared_proto::material::Generated;
 use shared_proto::msp::SigningIdentity;
+use shared_proto::pb::common::Block;
 use shared_proto::pb::common::ChannelHeader;
+use shared_proto::pb::common::Envelope;
 use shared_proto::pb::common::Header;
 use shared_proto::pb::common::HeaderType;
 use shared_proto::pb::common::SignatureHeader;
 use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use shared_proto::pb::peer::endorser_client::EndorserClient;
 use shared_proto::pb::peer::query_client::QueryClient;
+use shared_proto::pb::peer::BlockByNumberRequest;
+use shared_proto::pb::peer::CommitStatusResponse;
+use shared_proto::pb::peer::ProcessedTransaction;
 use shared_proto::pb::peer::TransactionByIdRequest;
 use shared_proto::pb::tx::ChaincodeId;
 use shared_proto::pb::tx::ChaincodeInvocation;
@@ -59,6 +66,8 @@ pub enum SdkError {
     Unavailable(String),
     #[error("commit status: {0}")]
     CommitStatus(tonic::Status),
+    #[error("query: {0}")]
+    Query(tonic::Status),
 }
 
 /// What happened to a submitted transaction.
@@ -130,7 +139,8 @@ impl Gateway {
             .iter()
             .map(|a| Ok((a.clone(), AtomicBroadcastClient::new(channel_to(a, tls)?))))
             .collect::<Result<Vec<_>, SdkError>>()?;
-        let query = QueryClient::new(channel_to(&endorsers[0].0, tls)?);
+        let query = QueryClient::new(channel_to(&endorsers[0].0, tls)?)
+            .max_decoding_message_size(crate::node::MESSAGE_BYTES_MAX);
         Ok(Gateway {
             identity,
             channel_id: channel_id.to_owned(),
@@ -324,16 +334,7 @@ impl Gateway {
             now_ms(),
         );
         let tx_id = self.order(env).await?;
-        let status = self
-            .query
-            .clone()
-            .commit_status(TransactionByIdRequest {
-                channel_id: self.channel_id.clone(),
-                tx_id: tx_id.clone(),
-            })
-            .await
-            .map_err(SdkError::CommitStatus)?
-            .into_inner();
+        let status = self.commit_status(&tx_id).await?;
         Ok(Submitted {
             tx_id,
             code: TxValidationCode::try_from(status.validation_code)
@@ -343,9 +344,75 @@ impl Gateway {
         })
     }
 
+    /// A query request for `query`, signed by this gateway's identity.
+    fn sign(&self, query: shared_proto::pb::peer::query_request::Query) -> Envelope {
+        crate::query::sign(
+            &self.identity,
+            &self.channel_id,
+            query,
+            crate::query::now_unix_ms(),
+        )
+    }
+
+    /// Block `number` as the first endorser committed it.
+    pub async fn block_by_number(&self, number: u64) -> Result<Block, SdkError> {
+        let mut request = BlockByNumberRequest {
+            channel_id: self.channel_id.clone(),
+            number,
+            signed: None,
+        };
+        request.signed = Some(self.sign(crate::query::block_by_number(&request)));
+        self.query
+            .clone()
+            .get_block_by_number(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(SdkError::Query)
+    }
+
+    /// A committed transaction with its validation code, from the first endorser.
+    pub async fn transaction_by_id(&self, tx_id: &str) -> Result<ProcessedTransaction, SdkError> {
+        let mut request = TransactionByIdRequest {
+            channel_id: self.channel_id.clone(),
+            tx_id: tx_id.to_owned(),
+            signed: None,
+        };
+        request.signed = Some(self.sign(crate::query::transaction_by_id(&request)));
+        self.query
+            .clone()
+            .get_transaction_by_id(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(SdkError::Query)
+    }
+
+    /// Waits for `tx_id`'s commit on the first endorser; a peer whose waits are all taken
+    /// (`RESOURCE_EXHAUSTED`) is asked again until [`SUBMIT_TIMEOUT`].
+    async fn commit_status(&self, tx_id: &str) -> Result<CommitStatusResponse, SdkError> {
+        let deadline = tokio::time::Instant::now() + SUBMIT_TIMEOUT;
+        loop {
+            let mut request = TransactionByIdRequest {
+                channel_id: self.channel_id.clone(),
+                tx_id: tx_id.to_owned(),
+                signed: None,
+            };
+            request.signed = Some(self.sign(crate::query::commit_status(&request)));
+            match self.query.clone().commit_status(request).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s)
+                    if s.code() == Code::ResourceExhausted
+                        && tokio::time::Instant::now() + RETRY_PAUSE < deadline =>
+                {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(s) => return Err(SdkError::CommitStatus(s)),
+            }
+        }
+    }
+
     /// Submits to the orderers until one orders it; ALREADY_EXISTS means an earlier attempt
     /// whose answer was lost got it ordered.
-    async fn order(&self, env: shared_proto::pb::common::Envelope) -> Result<String, SdkError> {
+    async fn order(&self, env: Envelope) -> Result<String, SdkError> {
         let tx_id = crate::commit::tx_id_of(&env.encode_to_vec()).unwrap_or_default();
         let deadline = tokio::time::Instant::now() + SUBMIT_TIMEOUT;
         let mut last = String::from("no attempt");

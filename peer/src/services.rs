@@ -1,8 +1,7 @@
 //! gRPC services of the peer: Endorser, Deliver (events) and Query. Handlers translate; the
-//! work happens in endorser, events and ledger.
+//! work happens in endorser, events, query (authorisation) and ledger.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use shared_proto::block;
 use shared_proto::pb::common::Block;
@@ -21,25 +20,31 @@ use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 
-use crate::channels::PeerChannel;
 use crate::channels::Registry;
 use crate::endorser;
 use crate::events;
-
-/// Longest CommitStatus waits for a transaction that is not committed yet.
-pub const COMMIT_WAIT_MAX: Duration = Duration::from_secs(60);
+use crate::query;
+use crate::query::CommitWaits;
 
 /// Endorser, Deliver and Query over one registry.
 #[derive(Debug, Clone)]
 pub struct PeerService {
     pub registry: Arc<Registry>,
+    commit_waits: CommitWaits,
 }
 
 impl PeerService {
-    fn channel(&self, id: &str) -> Result<&Arc<PeerChannel>, Status> {
-        self.registry
-            .get(id)
-            .ok_or_else(|| Status::not_found(format!("channel {id:?} is not joined by this peer")))
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self::with_commit_waits(registry, CommitWaits::default())
+    }
+
+    /// With other CommitStatus bounds than [`query::COMMIT_WAITS_MAX`] /
+    /// [`query::COMMIT_WAIT_MAX`] (tests).
+    pub fn with_commit_waits(registry: Arc<Registry>, commit_waits: CommitWaits) -> Self {
+        PeerService {
+            registry,
+            commit_waits,
+        }
     }
 }
 
@@ -106,7 +111,13 @@ impl Query for PeerService {
         request: Request<BlockByNumberRequest>,
     ) -> Result<Response<Block>, Status> {
         let req = request.into_inner();
-        let channel = self.channel(&req.channel_id)?;
+        let channel = query::authorize(
+            &self.registry,
+            &req.channel_id,
+            req.signed.as_ref(),
+            &query::block_by_number(&req),
+        )
+        .map_err(query::QueryError::into_status)?;
         channel
             .ledger
             .block(req.number)
@@ -126,7 +137,13 @@ impl Query for PeerService {
         request: Request<TransactionByIdRequest>,
     ) -> Result<Response<ProcessedTransaction>, Status> {
         let req = request.into_inner();
-        let channel = self.channel(&req.channel_id)?;
+        let channel = query::authorize(
+            &self.registry,
+            &req.channel_id,
+            req.signed.as_ref(),
+            &query::transaction_by_id(&req),
+        )
+        .map_err(query::QueryError::into_status)?;
         let record = channel
             .ledger
             .tx(&req.tx_id)
@@ -152,10 +169,21 @@ impl Query for PeerService {
         request: Request<TransactionByIdRequest>,
     ) -> Result<Response<CommitStatusResponse>, Status> {
         let req = request.into_inner();
-        let channel = self.channel(&req.channel_id)?;
+        let channel = query::authorize(
+            &self.registry,
+            &req.channel_id,
+            req.signed.as_ref(),
+            &query::commit_status(&req),
+        )
+        .map_err(query::QueryError::into_status)?;
+        let _place = self
+            .commit_waits
+            .enter()
+            .map_err(query::QueryError::into_status)?;
+        let max_wait = self.commit_waits.max_wait;
         // Subscribe before looking, so a commit between the look and the wait is not missed.
         let mut heights = channel.ledger.subscribe_height();
-        let deadline = tokio::time::Instant::now() + COMMIT_WAIT_MAX;
+        let deadline = tokio::time::Instant::now() + max_wait;
         loop {
             heights.borrow_and_update();
             if let Some(r) = channel.ledger.tx(&req.tx_id).map_err(ledger_err)? {
@@ -169,7 +197,7 @@ impl Query for PeerService {
                 Ok(Err(_)) => return Err(Status::unavailable("peer is shutting down")),
                 Err(_) => {
                     return Err(Status::deadline_exceeded(format!(
-                        "tx {} not committed within {COMMIT_WAIT_MAX:?}",
+                        "tx {} not committed within {max_wait:?}",
                         req.tx_id
                     )))
                 }

@@ -13,6 +13,8 @@ use common::workload::*;
 use common::*;
 use peer::sdk::Gateway;
 use shared_proto::block;
+use shared_proto::block::BlockError;
+use shared_proto::msp::SigningIdentity;
 use shared_proto::pb::tx::TxValidationCode;
 
 #[test]
@@ -105,16 +107,39 @@ fn forged_blocks_are_refused_and_not_committed() {
     block::sign_block(&mut forged, CHANNEL, &peer_id);
     let err = channel.committer.process(forged).unwrap_err();
     assert!(
-        matches!(err, peer::commit::CommitError::Refused(_)),
+        matches!(
+            err,
+            peer::commit::CommitError::Refused(BlockError::PolicyNotSatisfied { .. })
+        ),
         "{err}"
     );
-    // Wrong previous hash, even if it carried a real orderer's signature it could not link.
+    // Signed by a real orderer, right number, wrong previous hash: the hash link refuses it.
+    let orderer = {
+        let c = &net.orderer_configs[0];
+        SigningIdentity::from_pem_files(&c.msp_id, &c.identity.cert, &c.identity.key).unwrap()
+    };
     let mut unlinked = block::new_block(height, vec![7; 32], vec![b"x".to_vec()], 0);
-    block::sign_block(&mut unlinked, CHANNEL, &peer_id);
-    let err = channel.committer.process(unlinked).unwrap_err();
+    block::sign_block(&mut unlinked, CHANNEL, &orderer);
+    let err = channel.committer.process(unlinked.clone()).unwrap_err();
     assert!(
-        matches!(err, peer::commit::CommitError::Refused(_)),
+        matches!(
+            err,
+            peer::commit::CommitError::Refused(BlockError::WrongPreviousHash { number })
+                if number == height
+        ),
         "{err}"
+    );
+    // Signed by a real orderer and linked, but numbered past the next block: the number
+    // check refuses it.
+    let mut linked = block::new_block(height + 1, prev.to_vec(), vec![b"x".to_vec()], 0);
+    block::sign_block(&mut linked, CHANNEL, &orderer);
+    let err = channel.committer.process(linked).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            peer::commit::CommitError::Refused(BlockError::WrongNumber { .. })
+        ),
+        "a block numbered ahead is refused by the number check: {err}"
     );
     assert_eq!(
         ledger.height(),

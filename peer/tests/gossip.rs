@@ -13,8 +13,11 @@ use common::workload::*;
 use common::*;
 use peer::sdk::Gateway;
 use shared_proto::block;
+use shared_proto::block::BlockError;
+use shared_proto::block::Expected;
 use shared_proto::hash::sha256;
 use shared_proto::msp::SigningIdentity;
+use shared_proto::msp::ANY_TIME;
 use shared_proto::pb::common::Block;
 use shared_proto::pb::peer::gossip_message::Content;
 use shared_proto::pb::peer::AliveInfo;
@@ -34,6 +37,7 @@ fn topology(org1: &[bool]) -> Topology {
         org2: vec![true],
         gossip_proxies: true,
         hold_back: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -198,7 +202,15 @@ fn late_gossip_only_peer_with_empty_ledger_catches_up_by_pull_in_batches() {
     );
 }
 
-/// A member of Org1 (peer3's credentials, that peer never started) turned malicious.
+/// What an attacker's alive message claims.
+struct Claim {
+    height: u64,
+    sequence: u64,
+    leader: bool,
+    known: Vec<String>,
+}
+
+/// A member of Org1 (the credentials of a peer that never started) turned malicious.
 struct Attacker {
     identity: SigningIdentity,
     tls: TlsMaterial,
@@ -217,15 +229,25 @@ impl Attacker {
     }
 
     fn alive(&self) -> GossipMessage {
+        self.alive_claiming(Claim {
+            height: 1,
+            sequence: 1,
+            leader: false,
+            known: vec![],
+        })
+    }
+
+    /// A correctly signed alive message saying whatever `claim` says.
+    fn alive_claiming(&self, claim: Claim) -> GossipMessage {
         let info = AliveInfo {
             endpoint: self.endpoint.clone(),
             identity: self.identity.serialized().to_vec(),
-            height: 1,
-            sequence: 1,
-            can_lead: false,
-            leader: false,
+            height: claim.height,
+            sequence: claim.sequence,
+            can_lead: claim.leader,
+            leader: claim.leader,
             tls_cert_hash: sha256(&self.tls.cert_der).to_vec(),
-            known: vec![],
+            known: claim.known,
             channel_id: CHANNEL.into(),
         };
         GossipMessage {
@@ -275,6 +297,7 @@ fn forged_blocks_from_a_malicious_member_are_refused_by_every_honest_peer() {
     };
     let rt = runtime();
     let gw = Arc::new(rt.block_on(async { net.gateway("Org1MSP") }));
+    let mut unlinked = Vec::new();
     rt.block_on(async {
         mint(&gw, 10, 1_000_000).await;
         assert_peers_agree(&net).await;
@@ -292,11 +315,12 @@ fn forged_blocks_from_a_malicious_member_are_refused_by_every_honest_peer() {
             let mut other = block::new_block(h, prev.to_vec(), vec![b"other".to_vec()], 0);
             block::sign_block(&mut other, "otherchannel", &orderer);
             tx.send(block_message(CHANNEL, other)).await.unwrap();
-            // Ahead of the chain and not linked to it: wait in the reorder buffer, refused
-            // when their turn comes.
+            // Ahead of the chain, signed by a real orderer, but not linked to it: they wait in
+            // the reorder buffer and the previous-hash check refuses them when their turn comes.
             for n in h + 1..h + 3 {
                 let mut ahead = block::new_block(n, vec![7; 32], vec![b"ahead".to_vec()], 0);
-                block::sign_block(&mut ahead, CHANNEL, &attacker.identity);
+                block::sign_block(&mut ahead, CHANNEL, &orderer);
+                unlinked.push(ahead.clone());
                 tx.send(block_message(CHANNEL, ahead)).await.unwrap();
             }
             // A genuine block labelled with a channel this peer does not have.
@@ -357,6 +381,24 @@ fn forged_blocks_from_a_malicious_member_are_refused_by_every_honest_peer() {
             assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
         }
     });
+    // The unlinked blocks pass every check but the hash link: that is the one refusing them.
+    let ledger = net.ledger(honest[0]);
+    let channel = net
+        .peer(honest[0])
+        .registry
+        .get(CHANNEL)
+        .unwrap()
+        .config
+        .clone();
+    for b in &unlinked {
+        let n = b.header.as_ref().unwrap().number;
+        let prev = block::header_hash(&ledger.block(n - 1).unwrap().unwrap()).unwrap();
+        let err = block::verify_block(&channel, b, Expected::after(n - 1, prev), ANY_TIME);
+        assert!(
+            matches!(err, Err(BlockError::WrongPreviousHash { number }) if number == n),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]
@@ -399,4 +441,199 @@ fn gossip_only_peer_partitioned_from_its_org_catches_up_after_heal() {
         m.gossip_received_count("pull") > 0,
         "caught up without pulling"
     );
+}
+
+/// Keeps telling `to` (each a gossip endpoint) that the attacker leads at `height`, every
+/// 100 ms, until the returned sender is dropped.
+fn keep_claiming(
+    rt: &tokio::runtime::Runtime,
+    attacker: Arc<Attacker>,
+    to: Vec<String>,
+    height: u64,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    rt.spawn(async move {
+        let mut streams = Vec::new();
+        for t in &to {
+            streams.push(attacker.open(t).await.unwrap());
+        }
+        for sequence in 1u64.. {
+            for s in &streams {
+                let claim = Claim {
+                    height,
+                    sequence,
+                    leader: true,
+                    known: vec![],
+                };
+                let _ = s.send(attacker.alive_claiming(claim)).await;
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    });
+    stop
+}
+
+#[test]
+fn member_claiming_height_plus_10000_and_leadership_does_not_stop_its_org() {
+    let mut topo = topology(&[true, false, false]);
+    topo.hold_back = vec![("Org1MSP", "peer2")];
+    let net = TestNet::start_with(topo).unwrap();
+    let (p0, p1) = (org1(&net, "peer0"), org1(&net, "peer1"));
+    let attacker = Arc::new(Attacker::new(&net, org1(&net, "peer2")));
+    let rt = runtime();
+    // Endorsements from Org2's peer first, so commit status does not depend on Org1.
+    let gw = {
+        let _in = rt.enter();
+        let endorsers = [endpoint_of(&net, 1, 0), endpoint_of(&net, 0, 0)];
+        Arc::new(
+            Gateway::from_network_with_endorsers(
+                &net.generated,
+                "Org2MSP",
+                "User1",
+                CHANNEL,
+                &endorsers,
+            )
+            .unwrap(),
+        )
+    };
+    rt.block_on(async {
+        gw.submit("kv", "put", &[arg("k"), arg("v")]).await.unwrap();
+        assert_peers_agree(&net).await;
+        wait_until("peer0 leads Org1", HANDOVER, || {
+            net.peer(p0).gossip.is_leader(CHANNEL)
+        })
+        .await;
+    });
+    let claimed = net.ledger(p0).height() + 10_000;
+    let to = [p0, p1]
+        .iter()
+        .map(|i| net.peer_configs[*i].gossip.external_endpoint.clone())
+        .collect();
+    let _attack = keep_claiming(&rt, attacker, to, claimed);
+    rt.block_on(async {
+        wait_until("both Org1 peers hear the attacker", WAIT, || {
+            [p0, p1]
+                .iter()
+                .all(|i| net.peer(*i).gossip.members_alive(CHANNEL).len() == 2)
+        })
+        .await;
+        // Blind writes: endorsers at different heights still sign the same result.
+        for i in 0..60 {
+            let r = gw
+                .submit("kv", "put", &[arg(format!("k{i}")), arg("v")])
+                .await
+                .unwrap();
+            assert_eq!(r.code, TxValidationCode::Valid);
+        }
+        // Org1 keeps committing: its peers reach the orderers' height.
+        let height = net.orderer_height();
+        net.wait_peers_at(height, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_peers_agree(&net).await;
+    });
+    assert!(
+        net.peer(p0).gossip.is_leader(CHANNEL),
+        "peer0 ceded leadership to the attacker"
+    );
+}
+
+#[test]
+fn invented_endpoints_in_alive_messages_do_not_lock_out_a_late_newcomer() {
+    let mut topo = topology(&[true, false, false]);
+    topo.hold_back = vec![("Org1MSP", "peer1"), ("Org1MSP", "peer2")];
+    topo.newcomers = vec![("Org1MSP", "peer1")];
+    let mut net = TestNet::start_with(topo).unwrap();
+    let (p0, late) = (org1(&net, "peer0"), org1(&net, "peer1"));
+    let attacker = Attacker::new(&net, org1(&net, "peer2"));
+    let rt = runtime();
+    let gw = Arc::new(rt.block_on(async { net.gateway("Org1MSP") }));
+    rt.block_on(async {
+        mint(&gw, 10, 1_000_000).await;
+        let to = net.peer_configs[p0].gossip.external_endpoint.clone();
+        let stream = attacker.open(&to).await.unwrap();
+        // 4 alive messages naming 64 endpoints each that no member owns (nothing listens).
+        for batch in 0..4u64 {
+            let known = (0..64)
+                .map(|i| format!("127.0.0.1:{}", 1 + batch * 64 + i))
+                .collect();
+            let claim = Claim {
+                height: 1,
+                sequence: batch + 1,
+                leader: false,
+                known,
+            };
+            stream.send(attacker.alive_claiming(claim)).await.unwrap();
+        }
+        let gossip = net.peer(p0).gossip.clone();
+        wait_until("peer0 dialled the invented endpoints", WAIT, || {
+            gossip.links() >= peer::gossip::transport::ENDPOINTS_MAX
+        })
+        .await;
+    });
+    net.start_peer(late).unwrap();
+    rt.block_on(async {
+        let codes = transfers(gw.clone(), 50, 10, 8).await;
+        assert_codes_valid_or_conflict(&codes);
+        assert_peers_agree(&net).await;
+    });
+    assert!(
+        net.peer(late)
+            .registry
+            .metrics
+            .gossip_received_count("pull")
+            > 0,
+        "the newcomer caught up without pulling"
+    );
+}
+
+#[test]
+fn forged_blocks_buffered_from_a_sender_are_dropped_once_it_is_banned() {
+    let mut topo = topology(&[true, false, false]);
+    topo.hold_back = vec![("Org1MSP", "peer2")];
+    let net = TestNet::start_with(topo).unwrap();
+    let gossip_only = org1(&net, "peer1");
+    let attacker = Attacker::new(&net, org1(&net, "peer2"));
+    let rt = runtime();
+    let gw = Arc::new(rt.block_on(async { net.gateway("Org1MSP") }));
+    rt.block_on(async {
+        mint(&gw, 10, 1_000_000).await;
+        assert_peers_agree(&net).await;
+        let to = net.peer_configs[gossip_only]
+            .gossip
+            .external_endpoint
+            .clone();
+        let ledger = net.ledger(gossip_only);
+        let (h, prev) = (ledger.height(), ledger.last_block_hash().unwrap().unwrap());
+        let tx = attacker.open(&to).await.unwrap();
+        tx.send(attacker.alive()).await.unwrap();
+        // Three blocks ahead of the chain: they wait in the reorder buffer.
+        for n in h + 1..h + 4 {
+            let mut ahead = block::new_block(n, vec![7; 32], vec![b"ahead".to_vec()], 0);
+            block::sign_block(&mut ahead, CHANNEL, &attacker.identity);
+            tx.send(block_message(CHANNEL, ahead)).await.unwrap();
+        }
+        // Three forged next blocks, one after the other: three refusals, the sender is banned.
+        let m = net.peer(gossip_only).registry.metrics.clone();
+        for i in 0..3u64 {
+            let mut forged = block::new_block(h, prev.to_vec(), vec![b"forged".to_vec()], 0);
+            block::sign_block(&mut forged, CHANNEL, &attacker.identity);
+            tx.send(block_message(CHANNEL, forged)).await.unwrap();
+            wait_until("forged block refused", WAIT, || m.blocks_refused.get() > i).await;
+        }
+        // The chain moves on past the buffered forgeries.
+        let codes = transfers(gw.clone(), 100, 10, 8).await;
+        assert_codes_valid_or_conflict(&codes);
+        assert!(net.orderer_height() > h + 4);
+        assert_peers_agree(&net).await;
+        assert_eq!(
+            m.blocks_refused.get(),
+            3,
+            "blocks of a banned sender were still taken from the reorder buffer"
+        );
+        assert_eq!(m.gossip_dropped_count("banned_sender_buffered"), 3);
+    });
 }

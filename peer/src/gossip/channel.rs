@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use rand::seq::SliceRandom as _;
+use shared_proto::hash::Hash;
 use shared_proto::msp::SigningIdentity;
 use shared_proto::node_config::GossipSettings;
 use shared_proto::pb::common::Block;
@@ -60,17 +61,17 @@ pub const PUSH_WINDOW: u64 = 64;
 #[derive(Debug)]
 pub struct ChannelGossip {
     pub committer: Arc<Committer>,
-    membership: Mutex<Membership>,
+    pub(super) membership: Mutex<Membership>,
     inbox: mpsc::Sender<Incoming>,
     inbox_rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
-    pull_wake: Notify,
-    /// The member asked last, and when; `None` when no request is outstanding.
-    pull_in_flight: Mutex<Option<(String, Instant)>>,
+    pub(super) pull_wake: Notify,
+    /// The member asked last (identity), and when; `None` when no request is outstanding.
+    pull_in_flight: Mutex<Option<(Hash, Instant)>>,
     /// Next block number to ask for (ahead of the ledger while responses are being committed).
     pull_cursor: AtomicU64,
     leader: watch::Sender<bool>,
     sequence: AtomicU64,
-    serving: Arc<Semaphore>,
+    pub(super) serving: Arc<Semaphore>,
 }
 
 impl ChannelGossip {
@@ -92,15 +93,15 @@ impl ChannelGossip {
         }
     }
 
-    fn id(&self) -> &str {
+    pub(super) fn id(&self) -> &str {
         self.committer.channel.id()
     }
 
-    fn metrics(&self) -> &Metrics {
+    pub(super) fn metrics(&self) -> &Metrics {
         &self.committer.metrics
     }
 
-    fn members(&self, now: Instant) -> Vec<Member> {
+    pub(super) fn members(&self, now: Instant) -> Vec<Member> {
         self.membership
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -184,7 +185,13 @@ impl ChannelGossip {
             tracing::info!(channel = %self.id(), member = %endpoint, "gossip member expired");
         }
         let height = self.committer.ledger.height();
-        let top = alive.iter().map(|m| m.height).max().unwrap_or(0);
+        self.check_claims(shared, &alive, height, now);
+        let top = alive
+            .iter()
+            .filter(|m| !m.distrusted(now))
+            .map(|m| m.credited(height))
+            .max()
+            .unwrap_or(0);
         let label = Metrics::channel(self.id());
         let metrics = self.metrics();
         metrics
@@ -223,21 +230,34 @@ impl ChannelGossip {
         {
             return false;
         }
+        // Claims count for what they have shown: a member is credited with no more height than
+        // it proved (or this peer has); a member whose claim failed takes no part; a claim far
+        // ahead that is still being checked counts for no leadership, and while one is being
+        // checked this peer does not take leadership either (it may be the one far behind).
+        let lag = settings.election_lag_blocks;
+        let mut checking = false;
         let mut candidates: Vec<election::Candidate<'_>> = alive
             .iter()
-            .filter(|m| m.can_lead)
-            .map(|m| election::Candidate {
-                id: &m.endpoint,
-                height: m.height,
-                claims: m.leader,
+            .filter(|m| m.can_lead && !m.distrusted(now))
+            .map(|m| {
+                let unverified = m.unverified(height, lag);
+                checking |= unverified;
+                election::Candidate {
+                    id: &m.endpoint,
+                    height: m.credited(height),
+                    claims: m.leader && !unverified,
+                }
             })
             .collect();
+        if checking && !self.is_leader() {
+            return false;
+        }
         candidates.push(election::Candidate {
             id: &shared.endpoint,
             height,
             claims: self.is_leader(),
         });
-        election::leader(&candidates, settings.election_lag_blocks) == Some(&shared.endpoint)
+        election::leader(&candidates, lag) == Some(&shared.endpoint)
     }
 
     pub fn on_alive(&self, shared: &Shared, alive: &VerifiedAlive) {
@@ -256,7 +276,21 @@ impl ChannelGossip {
             Observed::Full => self.metrics().gossip_drop("membership_full"),
             Observed::Refreshed | Observed::Stale => {}
         }
-        if let Some(last) = alive.info.height.checked_sub(1) {
+        // Readiness believes a claim only as far as it is credited (plus the election lag).
+        let own = self.committer.ledger.height();
+        let credible = self
+            .membership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&alive.identity_id)
+            .map_or(own, |m| {
+                m.height.min(
+                    m.proven
+                        .max(own)
+                        .saturating_add(shared.settings.election_lag_blocks),
+                )
+            });
+        if let Some(last) = credible.checked_sub(1) {
             self.committer.saw_block(last);
         }
         if alive.info.height > self.committer.ledger.height() {
@@ -280,53 +314,32 @@ impl ChannelGossip {
         }
     }
 
-    pub fn on_state_request(&self, shared: &Arc<Shared>, from: &str, request: StateRequest) {
-        let Ok(permit) = self.serving.clone().try_acquire_owned() else {
-            shared.metrics.gossip_drop("busy");
-            return;
-        };
-        if request.end < request.start {
-            shared.metrics.gossip_drop("bad_request");
-            return;
-        }
-        let ledger = self.committer.ledger.clone();
-        let (shared, from, channel_id) = (shared.clone(), from.to_owned(), self.id().to_owned());
-        tokio::spawn(async move {
-            let read = tokio::task::spawn_blocking(move || read_range(&ledger, &request)).await;
-            let blocks = match read {
-                Ok(Ok(blocks)) => blocks,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot read blocks for a gossip pull");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let message = GossipMessage {
-                channel_id,
-                content: Some(Content::StateResponse(StateResponse { blocks })),
-            };
-            if !shared.outbound.send(&from, message) {
-                shared.metrics.gossip_drop("queue_full");
-            }
-            drop(permit);
-        });
-    }
-
     pub async fn on_state_response(
         &self,
         shared: &Shared,
-        from: &str,
-        sender: [u8; 32],
+        identity: Hash,
+        sender: Hash,
         response: StateResponse,
     ) {
-        {
+        if self.settle_probe(shared, identity, sender, &response).await {
+            return;
+        }
+        let was_asked = {
             let mut in_flight = self
                 .pull_in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if in_flight.as_ref().is_some_and(|(asked, _)| asked == from) {
+            let asked = in_flight
+                .as_ref()
+                .is_some_and(|(asked, _)| *asked == identity);
+            if asked {
                 *in_flight = None;
             }
+            asked
+        };
+        if was_asked && response.blocks.is_empty() {
+            // Asked only because it claimed to be ahead: it has nothing of what it claimed.
+            self.distrust(shared, &identity, "answered a pull with nothing");
         }
         let height = self.committer.ledger.height();
         for block in response
@@ -366,7 +379,9 @@ impl ChannelGossip {
             tokio::select! {
                 incoming = inbox.recv() => {
                     let Some(incoming) = incoming else { return std::future::pending().await };
-                    if let Err(r) = buffer.insert(incoming, self.committer.ledger.height()) {
+                    if shared.is_banned(&incoming.sender) {
+                        shared.metrics.gossip_drop("banned_sender_buffered");
+                    } else if let Err(r) = buffer.insert(incoming, self.committer.ledger.height()) {
                         shared.metrics.gossip_drop(r.as_str());
                     }
                 }
@@ -378,6 +393,10 @@ impl ChannelGossip {
             }
             while let Some(next) = buffer.take_next(self.committer.ledger.height()) {
                 let (sender, source, number) = (next.sender, next.source, next.number());
+                if shared.is_banned(&sender) {
+                    shared.metrics.gossip_drop("banned_sender_buffered");
+                    continue;
+                }
                 let committer = self.committer.clone();
                 let result =
                     tokio::task::spawn_blocking(move || committer.process(next.block)).await;
@@ -388,6 +407,13 @@ impl ChannelGossip {
                         self.metrics().blocks_refused.inc();
                         tracing::warn!(channel = %self.id(), number, error = %e, "refused a gossiped block");
                         shared.strike(&sender);
+                        if shared.is_banned(&sender) {
+                            // Whatever else it sent waits for nothing (and holds the numbers
+                            // honest blocks need).
+                            for _ in 0..buffer.remove_sender(&sender) {
+                                shared.metrics.gossip_drop("banned_sender_buffered");
+                            }
+                        }
                         self.pull_wake.notify_one();
                     }
                     Ok(Err(e)) => return e,
@@ -450,7 +476,7 @@ impl ChannelGossip {
                 let ahead: Vec<Member> = self
                     .members(now)
                     .into_iter()
-                    .filter(|m| m.height > start)
+                    .filter(|m| m.height > start && !m.distrusted(now))
                     .collect();
                 ahead.choose(&mut rand::thread_rng()).cloned()
             };
@@ -465,7 +491,7 @@ impl ChannelGossip {
                 *self
                     .pull_in_flight
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some((target.endpoint, now));
+                    .unwrap_or_else(|p| p.into_inner()) = Some((target.identity_id, now));
             }
         }
     }
@@ -560,29 +586,4 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Blocks `[start, end]` of the ledger, clipped to what it holds and to the response bounds.
-fn read_range(
-    ledger: &crate::ledger::Ledger,
-    request: &StateRequest,
-) -> Result<Vec<Block>, LedgerError> {
-    use prost::Message as _;
-    let end = request
-        .end
-        .min(request.start.saturating_add(RESPONSE_BLOCKS_MAX - 1))
-        .min(ledger.height().saturating_sub(1));
-    let mut blocks = Vec::new();
-    let mut bytes = 0usize;
-    for number in request.start..=end {
-        let Some(block) = ledger.block(number)? else {
-            break;
-        };
-        bytes += block.encoded_len();
-        if bytes > RESPONSE_BYTES_MAX && !blocks.is_empty() {
-            break;
-        }
-        blocks.push(block);
-    }
-    Ok(blocks)
 }

@@ -19,9 +19,11 @@
 
 pub mod alive;
 mod channel;
+mod claims;
 pub mod election;
 pub mod membership;
 pub mod reorder;
+mod serve;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -145,6 +147,7 @@ impl Gossip {
                 settings.external_endpoint.clone(),
                 tls.clone(),
                 local_ip,
+                &settings.bootstrap,
             ),
             settings,
             msp_id: config.msp_id.clone(),
@@ -192,23 +195,40 @@ impl Gossip {
             .unwrap_or_default()
     }
 
+    /// Outbound streams open or being (re)connected.
+    pub fn links(&self) -> usize {
+        self.shared.outbound.len()
+    }
+
     /// Stops the outbound streams (the tasks are aborted by the node).
     pub fn stop(&self) {
         self.shared.outbound.abort_all();
     }
 }
 
-/// Every heartbeat: expire members, decide leadership, send alive messages.
+/// Every heartbeat: expire members, check claims, decide leadership, send alive messages,
+/// close links no alive member vouches for.
 async fn heartbeat_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(shared.heartbeat());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // An endpoint heard of second hand gets this long to turn out to be a member's.
+    let grace = Duration::from_millis(shared.settings.alive_expiry_ms) * 3;
     loop {
         tick.tick().await;
         let now = Instant::now();
+        let mut keep = std::collections::HashSet::new();
         for ch in shared.channels.values() {
             ch.tick(&shared, now);
+            keep.extend(ch.alive_endpoints(now));
             let message = ch.alive_message(&shared, now);
             shared.outbound.send_all(&message);
+        }
+        let closed = shared.outbound.prune(&keep, grace);
+        if closed > 0 {
+            tracing::debug!(
+                closed,
+                "gossip links to endpoints no member vouches for closed"
+            );
         }
     }
 }

@@ -112,6 +112,21 @@ impl ReorderBuffer {
         Some(incoming)
     }
 
+    /// Drops every block `sender` sent (it was cut off); returns how many.
+    pub fn remove_sender(&mut self, sender: &Hash) -> usize {
+        let before = self.blocks.len();
+        let mut freed = 0;
+        self.blocks.retain(|_, (incoming, size)| {
+            let keep = incoming.sender != *sender;
+            if !keep {
+                freed += *size;
+            }
+            keep
+        });
+        self.bytes -= freed;
+        before - self.blocks.len()
+    }
+
     pub fn len(&self) -> usize {
         self.blocks.len()
     }
@@ -171,6 +186,19 @@ mod tests {
         assert_eq!(b.insert(incoming(6, 10), 5), Err(Rejected::Duplicate));
         assert_eq!(b.insert(incoming(7, 200), 5), Err(Rejected::Full));
         assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn blocks_of_a_cut_off_sender_are_removed() {
+        let mut b = ReorderBuffer::new(10, 1 << 20);
+        let mut bad = incoming(6, 10);
+        bad.sender = [1; 32];
+        b.insert(bad, 5).unwrap();
+        b.insert(incoming(7, 10), 5).unwrap();
+        assert_eq!(b.remove_sender(&[1; 32]), 1);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.bytes(), incoming(7, 10).block.encoded_len());
+        assert!(b.take_next(6).is_none());
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! Gossip transport: one outbound mutual-TLS stream per known endpoint (messages are sent
 //! only on outbound streams), and the inbound service that authenticates each stream by the
 //! sender's alive message and TLS certificate, rate-limits it and dispatches its messages.
+//!
+//! Links are bounded and pruned: an endpoint named in a `known` list is dialled on trust for
+//! [`Outbound::prune`]'s grace only; the link stays while it is a bootstrap endpoint or the
+//! endpoint of an alive member, and is closed otherwise. A member's own verified endpoint
+//! ([`Outbound::confirm`]) displaces a link never confirmed when the table is full, so invented
+//! endpoints cannot lock a real member out.
 
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -50,6 +57,8 @@ pub struct Outbound {
     self_endpoint: String,
     tls: Arc<TlsMaterial>,
     local_ip: Option<IpAddr>,
+    /// Bootstrap endpoints: never pruned.
+    pinned: BTreeSet<String>,
     peers: Mutex<HashMap<String, Link>>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -59,14 +68,24 @@ pub struct Outbound {
 struct Link {
     queue: mpsc::Sender<GossipMessage>,
     wake: Arc<tokio::sync::Notify>,
+    task: tokio::task::AbortHandle,
+    /// When a member last named this endpoint as its own, or when the link was made.
+    vouched: Instant,
+    confirmed: bool,
 }
 
 impl Outbound {
-    pub fn new(self_endpoint: String, tls: Arc<TlsMaterial>, local_ip: Option<IpAddr>) -> Self {
+    pub fn new(
+        self_endpoint: String,
+        tls: Arc<TlsMaterial>,
+        local_ip: Option<IpAddr>,
+        bootstrap: &[String],
+    ) -> Self {
         Outbound {
             self_endpoint,
             tls,
             local_ip,
+            pinned: bootstrap.iter().cloned().collect(),
             peers: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         }
@@ -75,33 +94,90 @@ impl Outbound {
     /// Starts a stream to `endpoint` unless there is one (or it is this peer, or the table is
     /// full).
     pub fn ensure(&self, endpoint: &str) {
+        self.open(endpoint, false);
+    }
+
+    /// `endpoint` is the verified alive member's own: keeps (or starts) its stream, making
+    /// room by closing the oldest link no member ever confirmed if the table is full.
+    pub fn confirm(&self, endpoint: &str) {
+        self.open(endpoint, true);
+    }
+
+    fn open(&self, endpoint: &str, confirmed: bool) {
         if endpoint == self.self_endpoint || !endpoint.contains(':') {
             return;
         }
+        let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if peers.contains_key(endpoint) || peers.len() >= ENDPOINTS_MAX {
+        if let Some(link) = peers.get_mut(endpoint) {
+            if confirmed {
+                link.vouched = now;
+                link.confirmed = true;
+            }
             return;
+        }
+        if peers.len() >= ENDPOINTS_MAX {
+            let unconfirmed = peers
+                .iter()
+                .filter(|(e, l)| !l.confirmed && !self.pinned.contains(*e))
+                .min_by_key(|(_, l)| l.vouched)
+                .map(|(e, _)| e.clone());
+            match unconfirmed {
+                Some(e) if confirmed => close(&mut peers, &e),
+                _ => return,
+            }
         }
         let (queue, rx) = mpsc::channel(QUEUE_MAX);
         let wake = Arc::new(tokio::sync::Notify::new());
-        peers.insert(
-            endpoint.to_owned(),
-            Link {
-                queue,
-                wake: wake.clone(),
-            },
-        );
         let task = tokio::spawn(connection(
             endpoint.to_owned(),
             self.tls.clone(),
             self.local_ip,
             rx,
-            wake,
+            wake.clone(),
         ));
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task.abort_handle());
+        peers.insert(
+            endpoint.to_owned(),
+            Link {
+                queue,
+                wake,
+                task: task.abort_handle(),
+                vouched: now,
+                confirmed,
+            },
+        );
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task.abort_handle());
+    }
+
+    /// Closes the links that are neither pinned nor in `keep` (the endpoints of alive
+    /// members) and were not vouched for within `grace`; returns how many.
+    pub fn prune(&self, keep: &HashSet<String>, grace: Duration) -> usize {
+        let now = Instant::now();
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let stale: Vec<String> = peers
+            .iter()
+            .filter(|(e, l)| {
+                !self.pinned.contains(*e)
+                    && !keep.contains(*e)
+                    && now.saturating_duration_since(l.vouched) > grace
+            })
+            .map(|(e, _)| e.clone())
+            .collect();
+        for e in &stale {
+            close(&mut peers, e);
+        }
+        stale.len()
+    }
+
+    /// Streams kept (connected or reconnecting).
+    pub fn len(&self) -> usize {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// `endpoint` was just heard from: if its stream waits to reconnect, try now.
@@ -138,6 +214,13 @@ impl Outbound {
         {
             task.abort();
         }
+    }
+}
+
+fn close(peers: &mut HashMap<String, Link>, endpoint: &str) {
+    if let Some(link) = peers.remove(endpoint) {
+        link.task.abort();
+        tracing::debug!(%endpoint, "gossip link closed");
     }
 }
 
@@ -290,8 +373,8 @@ impl shared_proto::pb::peer::gossip_server::Gossip for GossipService {
 
 async fn inbound_loop(shared: Arc<Shared>, sender: Hash, mut inbound: Streaming<GossipMessage>) {
     let mut limiter = Limiter::new(Instant::now());
-    // Channel -> the sender's endpoint, once it proved who it is on that channel.
-    let mut authenticated: HashMap<String, String> = HashMap::new();
+    // Channel -> the sender's endpoint and identity, once it proved who it is on that channel.
+    let mut authenticated: HashMap<String, (String, Hash)> = HashMap::new();
     let mut announced: HashSet<String> = HashSet::new();
     loop {
         let message = match inbound.message().await {
@@ -327,15 +410,15 @@ async fn inbound_loop(shared: Arc<Shared>, sender: Hash, mut inbound: Streaming<
                 match verified {
                     Ok(v) => {
                         let endpoint = v.info.endpoint.clone();
+                        shared.outbound.confirm(&endpoint);
                         if announced.insert(endpoint.clone()) {
-                            shared.outbound.ensure(&endpoint);
                             shared.outbound.wake(&endpoint);
                         }
                         for known in v.info.known.iter().take(alive::KNOWN_MAX) {
                             shared.outbound.ensure(known);
                         }
                         channel.on_alive(&shared, &v);
-                        authenticated.insert(message.channel_id.clone(), endpoint);
+                        authenticated.insert(message.channel_id.clone(), (endpoint, v.identity_id));
                     }
                     Err(e) => {
                         shared.metrics.gossip_drop("bad_alive");
@@ -350,7 +433,7 @@ async fn inbound_loop(shared: Arc<Shared>, sender: Hash, mut inbound: Streaming<
                 continue;
             }
         };
-        let Some(from) = authenticated.get(&message.channel_id) else {
+        let Some((from, identity)) = authenticated.get(&message.channel_id) else {
             shared.metrics.gossip_drop("unauthenticated");
             continue;
         };
@@ -359,7 +442,7 @@ async fn inbound_loop(shared: Arc<Shared>, sender: Hash, mut inbound: Streaming<
             Content::StateRequest(request) => channel.on_state_request(&shared, from, request),
             Content::StateResponse(response) => {
                 channel
-                    .on_state_response(&shared, from, sender, response)
+                    .on_state_response(&shared, *identity, sender, response)
                     .await
             }
             Content::Alive(_) => {}

@@ -153,7 +153,16 @@ pub struct Topology {
     pub gossip_proxies: bool,
     /// Peers (msp, name) not started with the network (tests start them later).
     pub hold_back: Vec<(&'static str, &'static str)>,
+    /// Adds [`OUTSIDER_MSP`]: an org with a user and no peers, in the network (its TLS CA is
+    /// trusted by every node) but not in the channel.
+    pub outsider_org: bool,
+    /// Peers (msp, name) in no other peer's `gossip.bootstrap` list: they join by dialling
+    /// the others (a peer added to a running org).
+    pub newcomers: Vec<(&'static str, &'static str)>,
 }
+
+/// The org of [`Topology::outsider_org`].
+pub const OUTSIDER_MSP: &str = "Org3MSP";
 
 impl Default for Topology {
     fn default() -> Self {
@@ -162,6 +171,8 @@ impl Default for Topology {
             org2: vec![true],
             gossip_proxies: false,
             hold_back: Vec::new(),
+            outsider_org: false,
+            newcomers: Vec::new(),
         }
     }
 }
@@ -210,10 +221,13 @@ impl TestNet {
                 .collect(),
             users: vec!["User1".into()],
         };
-        let peer_orgs = vec![
+        let mut peer_orgs = vec![
             peer_org("Org1MSP", &topology.org1),
             peer_org("Org2MSP", &topology.org2),
         ];
+        if topology.outsider_org {
+            peer_orgs.push(peer_org(OUTSIDER_MSP, &[]));
+        }
         let spec = NetworkSpec {
             name: "e2e".into(),
             validity_days: 30,
@@ -225,7 +239,7 @@ impl TestNet {
             peer_orgs,
             channels: vec![ChannelSpec {
                 id: CHANNEL.into(),
-                orgs: None,
+                orgs: Some(vec!["Org1MSP".into(), "Org2MSP".into()]),
                 batch: material::BatchSpec {
                     message_count_max: 100,
                     timeout_ms: 50,
@@ -272,6 +286,21 @@ impl TestNet {
                 c.gossip_listen_address = real;
             }
             peer_configs.push(c);
+        }
+        let newcomer_endpoints: Vec<String> = peer_configs
+            .iter()
+            .filter(|c| {
+                topology
+                    .newcomers
+                    .iter()
+                    .any(|(msp, name)| c.msp_id == *msp && c.name == *name)
+            })
+            .map(|c| c.gossip.external_endpoint.clone())
+            .collect();
+        for c in &mut peer_configs {
+            c.gossip
+                .bootstrap
+                .retain(|b| !newcomer_endpoints.contains(b));
         }
         let proxy_rt = proxy::Proxies::start(proxies, take_reserved)?;
         let mut net = TestNet {
