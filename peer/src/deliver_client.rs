@@ -27,8 +27,6 @@ use tonic::transport::Endpoint;
 use crate::commit::CommitError;
 use crate::commit::Committer;
 
-/// Largest block accepted.
-pub const BLOCK_BYTES_MAX: usize = 128 * 1024 * 1024;
 /// With no block for this long, try another orderer (it may be partitioned or lagging).
 pub const IDLE_SWITCH: Duration = Duration::from_secs(20);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -103,7 +101,8 @@ async fn session(
         Ok(c) => c,
         Err(e) => return SessionEnd::Connect(endpoint.to_owned(), e.to_string()),
     };
-    let mut client = AtomicBroadcastClient::new(conn).max_decoding_message_size(BLOCK_BYTES_MAX);
+    let mut client = AtomicBroadcastClient::new(conn)
+        .max_decoding_message_size(committer.channel.block_bytes_max());
     let request = SeekInfo {
         start: Some(seek::specified(committer.ledger.height())),
         stop: Some(seek::follow()),

@@ -37,8 +37,25 @@ use crate::metrics::Metrics;
 use crate::ops;
 use crate::services::PeerService;
 
-/// Largest request or response message on the service port.
+/// Largest message a client of the service port (SDK, CLI) accepts from it. The node itself
+/// decodes at most [`service_message_bytes_max`] from any caller.
 pub const MESSAGE_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// Floor of [`service_message_bytes_max`] (a proposal carries the chaincode arguments).
+pub const SERVICE_MESSAGE_BYTES_MIN: usize = 4 * 1024 * 1024;
+
+/// Largest message the service port decodes or sends: the largest block of the channels this
+/// peer serves (a proposal cannot be larger than the envelope it becomes). A larger request is
+/// refused by the transport (`OUT_OF_RANGE`) before anything reads it.
+pub fn service_message_bytes_max(registry: &Registry) -> usize {
+    registry
+        .channels
+        .values()
+        .map(|c| c.config.block_bytes_max())
+        .max()
+        .unwrap_or(0)
+        .max(SERVICE_MESSAGE_BYTES_MIN)
+}
 
 /// Longest the servers may take to close their connections once every call has been ended;
 /// connections still open then are dropped.
@@ -279,6 +296,7 @@ fn spawn_servers(
     };
     let serve_err = |e: tonic::transport::Error| NodeError::Serve(e.to_string());
     let svc = PeerService::new(registry.clone());
+    let message_max = service_message_bytes_max(registry);
     let (_, health) = tonic_health::server::health_reporter();
     // Client certificates required: every query is also signed and checked against Readers
     // (query.rs), but nothing is decoded for a caller without a certificate of the network.
@@ -288,20 +306,20 @@ fn spawn_servers(
         .add_service(health)
         .add_service(Stopping::new(
             EndorserServer::new(svc.clone())
-                .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+                .max_decoding_message_size(message_max)
+                .max_encoding_message_size(message_max),
             calls.clone(),
         ))
         .add_service(Stopping::new(
             DeliverServer::new(svc.clone())
-                .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+                .max_decoding_message_size(message_max)
+                .max_encoding_message_size(message_max),
             calls.clone(),
         ))
         .add_service(Stopping::new(
             QueryServer::new(svc)
-                .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+                .max_decoding_message_size(message_max)
+                .max_encoding_message_size(message_max),
             calls.clone(),
         ))
         .serve_with_incoming_shutdown(

@@ -337,3 +337,33 @@ fn commit_status_waits_are_bounded_in_number_and_time() {
         server.await.unwrap().unwrap();
     });
 }
+
+/// The service port decodes at most the largest block of the peer's channels (10 MiB of
+/// envelopes + framing here), not a fixed 128 MiB: a larger request is refused by the
+/// transport before its signature is even looked at, and the peer keeps serving.
+#[test]
+fn request_larger_than_the_channels_block_limit_is_out_of_range_and_the_peer_keeps_serving() {
+    let net = net_with_outsider();
+    let rt = runtime();
+    rt.block_on(async {
+        let member = identity(&net, "Org1MSP", "User1");
+        let mut c = client(&net, Some(("Org1MSP", "User1")));
+        let mut huge = block_request(Some(&member), 0);
+        if let Some(signed) = huge.signed.as_mut() {
+            signed.payload = vec![0u8; 20 * 1024 * 1024];
+        }
+        let err = get_block(&mut c, huge).await.unwrap_err();
+        assert!(
+            matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{:?}: {}",
+            err.code(),
+            err.message()
+        );
+        assert_eq!(
+            get_block(&mut c, block_request(Some(&member), 0))
+                .await
+                .unwrap(),
+            0
+        );
+    });
+}

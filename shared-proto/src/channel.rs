@@ -46,6 +46,10 @@ pub const ADMINS: &str = "Admins";
 /// limit (64 MiB), so no channel may allow envelopes larger than this. Fabric's default is 10 MB.
 pub const BYTES_ABSOLUTE_MAX_CEILING: u32 = 16 * 1024 * 1024;
 
+/// Bytes a block adds around its envelopes: header, per-envelope framing, metadata and the
+/// orderers' signatures.
+pub const BLOCK_FRAMING_BYTES: usize = 1024 * 1024;
+
 /// Retry window of a channel whose config leaves `retry_window_txs` at 0.
 pub const RETRY_WINDOW_TXS_DEFAULT: u32 = 50_000;
 pub const BLOCK_VALIDATION: &str = "BlockValidation";
@@ -228,6 +232,14 @@ impl Channel {
             .as_ref()
             .and_then(|o| o.batch_size)
             .unwrap_or_default()
+    }
+
+    /// Largest encoded block of this channel: the cutter puts at most `bytes_preferred_max` of
+    /// envelopes in a block, or one envelope of at most `bytes_absolute_max` alone, plus
+    /// [`BLOCK_FRAMING_BYTES`]. Receivers size their decode limits from it.
+    pub fn block_bytes_max(&self) -> usize {
+        let batch = self.batch_size();
+        batch.bytes_absolute_max.max(batch.bytes_preferred_max) as usize + BLOCK_FRAMING_BYTES
     }
 
     /// How many recently accepted tx ids the orderers remember to drop retried envelopes.

@@ -39,8 +39,18 @@ use super::alive;
 use super::reorder::Source;
 use super::Shared;
 
-/// Largest gossip message (a state response carries several blocks).
+/// Largest gossip message: a state response carries blocks up to
+/// [`super::channel::RESPONSE_BYTES_MAX`], or one larger block, which no channel config can
+/// make larger than its `bytes_absolute_max` ceiling plus framing.
 pub const MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+const _: () = assert!(
+    super::channel::RESPONSE_BYTES_MAX + 64 * 1024 <= MESSAGE_BYTES_MAX
+        && shared_proto::channel::BYTES_ABSOLUTE_MAX_CEILING as usize
+            + shared_proto::channel::BLOCK_FRAMING_BYTES
+            + 64 * 1024
+            <= MESSAGE_BYTES_MAX
+);
 /// Messages waiting for one outbound stream; more are dropped (pull repairs lost pushes).
 pub const QUEUE_MAX: usize = 512;
 /// Most endpoints this peer keeps streams to.
