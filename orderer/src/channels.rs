@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::block_store::BlockStore;
 use crate::broadcast::InFlightBytes;
 use crate::consensus::proposer::Proposer;
+use crate::consensus::rejoin::Rejoin;
 use crate::consensus::state_machine::SmStatus;
 use crate::consensus::NodeId;
 use crate::consensus::Raft;
@@ -27,6 +28,8 @@ pub struct ChannelRuntime {
     pub proposer: Proposer,
     pub status: watch::Receiver<SmStatus>,
     pub limits: BatchLimits,
+    /// How this node's Raft for the channel started, and whether it may vote yet.
+    pub rejoin: Rejoin,
 }
 
 impl std::fmt::Debug for ChannelRuntime {

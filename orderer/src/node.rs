@@ -38,6 +38,8 @@ use crate::consensus::network::Network;
 use crate::consensus::network::RAFT_MESSAGE_BYTES_MAX;
 use crate::consensus::proposer;
 use crate::consensus::proposer::Proposer;
+use crate::consensus::rejoin;
+use crate::consensus::rejoin::RaftStart;
 use crate::consensus::state_machine::StateMachine;
 use crate::consensus::Raft;
 use crate::cutter::BatchLimits;
@@ -204,6 +206,15 @@ impl Node {
         );
         let (stop, _) = watch::channel(false);
         let servers = spawn_servers(&registry, &tls, listeners, &stop)?;
+        for channel in registry.channels.values() {
+            if channel.rejoin.start() == RaftStart::Deciding {
+                background.push(tokio::spawn(rejoin::run(
+                    channel.clone(),
+                    config.node_id,
+                    clients.clone(),
+                )));
+            }
+        }
         tracing::info!(node_id = config.node_id, %client_addr, %cluster_addr, %ops_addr, "orderer started");
         Ok(Node {
             registry,
@@ -330,7 +341,18 @@ async fn start_channel(
     let sm = StateMachine::open(store.clone(), &id, &genesis, identity, limits)
         .map_err(|e| storage(e.to_string()))?;
     let status = sm.subscribe();
-    let log = LogStore::open(db, &id).map_err(|e| storage(e.to_string()))?;
+    let mut log = LogStore::open(db, &id).map_err(|e| storage(e.to_string()))?;
+    // With no Raft state the node abstains from voting and decides, once its servers run,
+    // whether this is the cluster's first boot (rejoin.rs).
+    let start = if log
+        .is_pristine()
+        .await
+        .map_err(|e| storage(e.to_string()))?
+    {
+        RaftStart::Deciding
+    } else {
+        RaftStart::Resumed
+    };
     let r = &config.raft;
     let raft_config = openraft::Config {
         cluster_name: id.clone(),
@@ -354,17 +376,6 @@ async fn start_channel(
     )
     .await
     .map_err(|e| raft_err(e.to_string()))?;
-    if !raft
-        .is_initialized()
-        .await
-        .map_err(|e| raft_err(e.to_string()))?
-    {
-        // Every consenter initialises with the same membership from the genesis block; openraft
-        // accepts the identical initial membership on every node.
-        if let Err(e) = raft.initialize(members).await {
-            tracing::debug!(channel = %id, error = %e, "initialize");
-        }
-    }
     let proposer = Proposer::spawn(id.clone(), raft.clone(), clients.clone());
     Ok(ChannelRuntime {
         id,
@@ -374,6 +385,7 @@ async fn start_channel(
         proposer,
         status,
         limits,
+        rejoin: rejoin::Rejoin::new(start),
     })
 }
 

@@ -117,6 +117,7 @@ async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
                     "last_log_index": raft.last_log_index,
                     "snapshot_index": raft.snapshot.map(|l| l.index),
                     "purged_index": raft.purged.map(|l| l.index),
+                    "start": ch.rejoin.start().as_str(),
                 },
             }),
         );

@@ -24,6 +24,8 @@ use shared_proto::pb::orderer::ForwardRequest;
 use shared_proto::pb::orderer::ForwardResponse;
 use shared_proto::pb::orderer::RaftRequest;
 use shared_proto::pb::orderer::RaftResponse;
+use shared_proto::pb::orderer::RaftStateRequest;
+use shared_proto::pb::orderer::RaftStateResponse;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -194,6 +196,13 @@ impl Cluster for ClusterService {
             Ok(Kind::Vote) => {
                 let rpc: VoteRequest<NodeId> = decode(&req.payload).map_err(bad_payload)?;
                 speaks_as_itself(pinned, rpc.vote.leader_id().voted_for(), "vote request")?;
+                if !channel.rejoin.may_vote(rpc.vote.leader_id().term) {
+                    return Err(Status::unavailable(format!(
+                        "this node lost or never had its Raft state for channel {:?} and does \
+                         not vote until it has caught up with the cluster's terms",
+                        channel.id
+                    )));
+                }
                 encoded(&raft.vote(rpc).await)
             }
             Ok(Kind::InstallSnapshot) => {
@@ -207,6 +216,23 @@ impl Cluster for ClusterService {
                 req.kind
             ))),
         }
+    }
+
+    async fn raft_state(
+        &self,
+        request: Request<RaftStateRequest>,
+    ) -> Result<Response<RaftStateResponse>, Status> {
+        let channel = self.channel_for(&request, &request.get_ref().channel_id)?;
+        let m = channel.raft.metrics().borrow().clone();
+        let has_log = m.last_log_index.is_some()
+            || m.snapshot.is_some()
+            || m.vote != openraft::Vote::default();
+        Ok(Response::new(RaftStateResponse {
+            term: m.current_term,
+            has_log,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            leader_id: m.current_leader.unwrap_or(0),
+        }))
     }
 
     async fn forward(

@@ -74,6 +74,15 @@ impl LogStore {
         }
     }
 
+    /// Whether this store holds no Raft state at all: no vote, no entry, nothing purged (a
+    /// first boot, or a data dir that was lost; see [`super::rejoin`]).
+    pub async fn is_pristine(&mut self) -> Result<bool> {
+        let state = self.get_log_state().await?;
+        Ok(state.last_log_id.is_none()
+            && state.last_purged_log_id.is_none()
+            && self.read_vote().await?.is_none())
+    }
+
     fn last_purged(&self) -> Result<Option<LogId>> {
         self.get_meta(LAST_PURGED)
     }

@@ -14,6 +14,7 @@ pub mod dedup;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
+pub mod rejoin;
 pub mod state_machine;
 
 #[cfg(test)]
