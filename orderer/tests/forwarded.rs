@@ -12,7 +12,6 @@ use prost::Message as _;
 use shared_proto::pb::common::Envelope;
 use shared_proto::pb::common::Status;
 use shared_proto::pb::orderer::ForwardRequest;
-use tonic::Code;
 
 /// Forwards `env` to node `to` with node `from`'s cluster certificate, as a follower does.
 async fn forward_as(
@@ -42,20 +41,6 @@ async fn forward_as(
     }
 }
 
-async fn submit_until_ordered(cluster: &TestCluster, node: usize, env: &Envelope) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut request = tonic::Request::new(env.clone());
-        request.set_timeout(Duration::from_secs(15));
-        match cluster.client(node).submit(request).await {
-            Ok(_) => return,
-            Err(s) if s.code() == Code::AlreadyExists => return,
-            Err(s) => assert!(Instant::now() < deadline, "never ordered: {s}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Before the fix the leader proposed forwarded envelopes without looking at its tx index; an
 /// envelope older than the retry window (forwarded by a follower whose blocks have a gap, so its
 /// own index check passes) was ordered a second time and answered SUCCESS.
@@ -73,9 +58,11 @@ async fn envelope_older_than_the_retry_window_forwarded_by_a_lagging_follower_is
         .unwrap();
     let follower = (leader + 1) % 3;
     let old = cluster.envelope(b"ordered long ago");
-    submit_until_ordered(&cluster, leader, &old).await;
+    cluster.submit_until_ordered(&[leader], &old).await;
     for k in 0..30u32 {
-        submit_until_ordered(&cluster, leader, &cluster.envelope(&k.to_be_bytes())).await;
+        cluster
+            .submit_until_ordered(&[leader], &cluster.envelope(&k.to_be_bytes()))
+            .await;
     }
     let height = cluster
         .wait_converged(Duration::from_secs(60))
@@ -86,7 +73,9 @@ async fn envelope_older_than_the_retry_window_forwarded_by_a_lagging_follower_is
     assert_eq!(status, Status::Conflict, "{info}");
 
     // One more envelope cuts a block after anything the forward might have proposed.
-    submit_until_ordered(&cluster, leader, &cluster.envelope(b"last")).await;
+    cluster
+        .submit_until_ordered(&[leader], &cluster.envelope(b"last"))
+        .await;
     let height = cluster
         .wait_converged(Duration::from_secs(60))
         .await
@@ -112,7 +101,9 @@ async fn envelope_over_the_limit_in_a_committed_entry_is_never_answered_success(
     // config change may have lowered since): the state machine is the last line.
     let (status, info) = forward_as(&cluster, (leader + 1) % 3, leader, &oversized).await;
     assert_eq!(status, Status::RequestEntityTooLarge, "{info}");
-    submit_until_ordered(&cluster, leader, &cluster.envelope(b"after")).await;
+    cluster
+        .submit_until_ordered(&[leader], &cluster.envelope(b"after"))
+        .await;
     let height = cluster
         .wait_converged(Duration::from_secs(60))
         .await

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use common::processes::OrdererProcesses;
 use common::*;
-use prost::Message as _;
 use shared_proto::pb::common::Envelope;
 use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use tonic::transport::Channel as GrpcChannel;
@@ -28,28 +27,6 @@ async fn submit_once(
     let mut request = tonic::Request::new(env);
     request.set_timeout(deadline);
     client.submit(request).await.map(|r| r.into_inner().tx_id)
-}
-
-/// Submits until ordered, to the nodes in `to` in turn. ALREADY_EXISTS on a retry means an
-/// earlier attempt was ordered.
-async fn submit_until_ordered(cluster: &TestCluster, to: &[usize], env: Envelope) -> String {
-    let tx_id = orderer::block_store::tx_id_of(&env.encode_to_vec()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for k in 0.. {
-        match submit_once(
-            cluster.client(to[k % to.len()]),
-            env.clone(),
-            Duration::from_secs(15),
-        )
-        .await
-        {
-            Ok(_) => return tx_id,
-            Err(s) if s.code() == Code::AlreadyExists => return tx_id,
-            Err(s) => assert!(Instant::now() < deadline, "never ordered: {s}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    unreachable!()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +47,9 @@ async fn paused_leader_purged_past_answers_every_pending_write_within_the_deadli
     let mut acked = BTreeSet::new();
     for k in 0..5u32 {
         acked.insert(
-            submit_until_ordered(&cluster, &[leader], cluster.envelope(&k.to_be_bytes())).await,
+            cluster
+                .submit_until_ordered(&[leader], &cluster.envelope(&k.to_be_bytes()))
+                .await,
         );
     }
 
@@ -120,7 +99,7 @@ async fn paused_leader_purged_past_answers_every_pending_write_within_the_deadli
     loop {
         for _ in 0..20 {
             let env = cluster.envelope(format!("while paused {k}").as_bytes());
-            acked.insert(submit_until_ordered(&cluster, &others, env).await);
+            acked.insert(cluster.submit_until_ordered(&others, &env).await);
             k += 1;
         }
         let mut purged_past = true;
@@ -175,7 +154,7 @@ async fn paused_leader_purged_past_answers_every_pending_write_within_the_deadli
     );
     for k in 0..10u32 {
         let env = cluster.envelope(format!("served after {k}").as_bytes());
-        acked.insert(submit_until_ordered(&cluster, &[leader], env).await);
+        acked.insert(cluster.submit_until_ordered(&[leader], &env).await);
     }
 
     // Every node converges on one chain holding every acknowledged envelope once.

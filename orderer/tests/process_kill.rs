@@ -16,26 +16,6 @@ use std::time::Instant;
 
 use common::processes::OrdererProcesses;
 use common::*;
-use prost::Message as _;
-use shared_proto::pb::common::Envelope;
-use tonic::Code;
-
-/// Submits until ordered, moving to the next node on a retryable failure (as a client would).
-async fn submit_until_ordered(cluster: &TestCluster, first: usize, env: &Envelope) -> String {
-    let tx_id = orderer::block_store::tx_id_of(&env.encode_to_vec()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    for k in first.. {
-        let mut request = tonic::Request::new(env.clone());
-        request.set_timeout(Duration::from_secs(15));
-        match cluster.client(k % 3).submit(request).await {
-            Ok(_) => return tx_id,
-            Err(s) if s.code() == Code::AlreadyExists => return tx_id,
-            Err(s) => assert!(Instant::now() < deadline, "never ordered: {s}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    unreachable!()
-}
 
 /// Background writers: each submits envelopes until told to stop; acknowledged tx ids land in
 /// the shared set.
@@ -61,7 +41,9 @@ impl Load {
                         let env = cluster.envelope(format!("writer {w} tx {k}").as_bytes());
                         k += 1;
                         sent.fetch_add(1, Ordering::SeqCst);
-                        let tx = submit_until_ordered(&cluster, w, &env).await;
+                        let tx = cluster
+                            .submit_until_ordered(&[w % 3, (w + 1) % 3, (w + 2) % 3], &env)
+                            .await;
                         acked.lock().unwrap().insert(tx);
                     }
                 })
@@ -189,7 +171,11 @@ async fn follower_process_sigkilled_while_installing_a_snapshot_restarts_and_con
             for _ in 0..10 {
                 let env = cluster.envelope(format!("round {round} tx {k}").as_bytes());
                 k += 1;
-                acked.insert(submit_until_ordered(&cluster, others[k as usize % 2], &env).await);
+                acked.insert(
+                    cluster
+                        .submit_until_ordered(&[others[k as usize % 2]], &env)
+                        .await,
+                );
             }
             let purged = OrdererProcesses::status(&cluster, leader).await.unwrap()["raft"]
                 ["purged_index"]

@@ -398,7 +398,3 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 #[cfg(test)]
 #[path = "state_machine_tests.rs"]
 mod tests;
-
-#[cfg(test)]
-#[path = "storage_reopen_tests.rs"]
-mod storage_reopen_tests;

@@ -429,6 +429,25 @@ impl TestCluster {
         )
     }
 
+    /// Submits `env` until it is ordered, to the nodes of `to` in turn, as a client retries a
+    /// retryable refusal (ALREADY_EXISTS on a retry means an earlier attempt was ordered).
+    /// Returns its tx id; panics if it is not ordered within 90 s.
+    pub async fn submit_until_ordered(&self, to: &[usize], env: &Envelope) -> String {
+        let tx_id = orderer::block_store::tx_id_of(&env.encode_to_vec()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        for k in 0.. {
+            let mut request = tonic::Request::new(env.clone());
+            request.set_timeout(Duration::from_secs(15));
+            match self.client(to[k % to.len()]).submit(request).await {
+                Ok(_) => return tx_id,
+                Err(s) if s.code() == tonic::Code::AlreadyExists => return tx_id,
+                Err(s) => assert!(Instant::now() < deadline, "never ordered: {s}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        unreachable!()
+    }
+
     /// Every block of node `i` from 0 to `stop`, by Deliver.
     pub async fn deliver_all(&self, i: usize, stop: u64) -> anyhow::Result<Vec<Block>> {
         let seek = SeekInfo {
