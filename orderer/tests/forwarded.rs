@@ -112,3 +112,75 @@ async fn envelope_over_the_limit_in_a_committed_entry_is_never_answered_success(
     let id = orderer::block_store::tx_id_of(&oversized.encode_to_vec()).unwrap();
     assert_eq!(tx_counts(&blocks).get(&id), None);
 }
+
+/// The same through a real follower: it is paused while the envelope is ordered and pushed out
+/// of the retry window (and past the others' snapshots), then resumed and sent the envelope at
+/// once, while its own blocks still lack it. Whichever node answers, the answer is
+/// ALREADY_EXISTS and the envelope is in the chain once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_older_than_the_retry_window_resubmitted_to_a_follower_catching_up_is_refused() {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        retry_window_txs: 10,
+        snapshot_interval_entries: 20,
+        entries_kept_after_snapshot: 2,
+        ..ClusterOptions::default()
+    })
+    .unwrap();
+    let procs = common::processes::OrdererProcesses::take_over(&mut cluster).unwrap();
+    let leader = common::processes::OrdererProcesses::wait_for_leader(
+        &cluster,
+        &[0, 1, 2],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let follower = (leader + 1) % 3;
+    procs.signal(follower, "STOP").unwrap();
+    let old = cluster.envelope(b"ordered while the follower was paused");
+    cluster.submit_until_ordered(&[leader], &old).await;
+    for k in 0..60u32 {
+        cluster
+            .submit_until_ordered(&[leader], &cluster.envelope(&k.to_be_bytes()))
+            .await;
+    }
+    procs.signal(follower, "CONT").unwrap();
+    let mut request = tonic::Request::new(old.clone());
+    request.set_timeout(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        match cluster.client(follower).submit(request).await {
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                request = tonic::Request::new(old.clone());
+                request.set_timeout(Duration::from_secs(30));
+            }
+            other => break other,
+        }
+    };
+    let status = answer.expect_err("a resubmitted old envelope was accepted");
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status}");
+
+    cluster
+        .submit_until_ordered(&[leader], &cluster.envelope(b"last"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let height = loop {
+        let mut heights = Vec::new();
+        for i in 0..3 {
+            let st = common::processes::OrdererProcesses::status(&cluster, i)
+                .await
+                .unwrap();
+            heights.push((st["height"].as_u64().unwrap(), st["pending"].as_u64()));
+        }
+        if heights.iter().all(|h| *h == (heights[0].0, Some(0))) {
+            break heights[0].0;
+        }
+        assert!(Instant::now() < deadline, "{heights:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let old_id = orderer::block_store::tx_id_of(&old.encode_to_vec()).unwrap();
+    for i in 0..3 {
+        let blocks = cluster.deliver_all(i, height - 1).await.unwrap();
+        assert_eq!(tx_counts(&blocks).get(&old_id), Some(&1), "node {i}");
+    }
+}
