@@ -249,13 +249,14 @@ impl Connection {
 impl RaftNetwork<TypeConfig> for Connection {
     /// Sends the longest prefix of `rpc.entries` within [`APPEND_ENTRIES_BYTES_MAX`] (at least
     /// one entry). When entries were left out, a success is reported to openraft as a partial
-    /// success up to the last entry sent, and openraft sends the rest next.
+    /// success up to the last entry sent, and openraft sends the rest next. openraft's
+    /// deadline (`_option`) bounds how long it waits here, not the crossing (see
+    /// [`Connection::send_append`]).
     async fn append_entries(
         &mut self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        let _ = option;
         let keep = entries_within(&rpc.entries, APPEND_ENTRIES_BYTES_MAX);
         if keep == rpc.entries.len() {
             return self.send_append(&rpc).await;
