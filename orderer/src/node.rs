@@ -257,21 +257,7 @@ impl Node {
     /// unchanged), storage is fsynced.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
-        let drain = tokio::time::Instant::now() + STOP_DRAIN;
-        for mut server in self.servers {
-            match tokio::time::timeout_at(drain, &mut server).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-                Err(_) => {
-                    tracing::warn!(
-                        after = ?STOP_DRAIN,
-                        "server still draining; closing its connections"
-                    );
-                    server.abort();
-                }
-            }
-        }
+        shared_proto::stopping::drain_servers(self.servers, STOP_DRAIN).await;
         for task in &self.background {
             task.abort();
         }

@@ -163,3 +163,23 @@ impl http_body::Body for StopBody {
         self.inner.size_hint()
     }
 }
+
+/// Waits for a stopping node's server tasks until `bound` has passed, then aborts the ones
+/// still draining (their connections close). Errors are logged: the node is stopping anyway.
+pub async fn drain_servers<E: std::fmt::Display>(
+    servers: Vec<tokio::task::JoinHandle<Result<(), E>>>,
+    bound: std::time::Duration,
+) {
+    let deadline = tokio::time::Instant::now() + bound;
+    for mut server in servers {
+        match tokio::time::timeout_at(deadline, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!(after = ?bound, "server still draining; closing its connections");
+                server.abort();
+            }
+        }
+    }
+}
