@@ -66,6 +66,9 @@ pub struct ClusterOptions {
     pub entries_kept_after_snapshot: u64,
     /// The channel's retry window (0: the default).
     pub retry_window_txs: u32,
+    /// When set, every certificate expires this many seconds after the cluster starts
+    /// (material issued almost a day ago, valid for one day); otherwise valid for 30 days.
+    pub certificates_expire_in_secs: Option<i64>,
 }
 
 impl Default for ClusterOptions {
@@ -77,6 +80,7 @@ impl Default for ClusterOptions {
             snapshot_interval_entries: 5000,
             entries_kept_after_snapshot: 500,
             retry_window_txs: 0,
+            certificates_expire_in_secs: None,
         }
     }
 }
@@ -147,7 +151,11 @@ impl TestCluster {
             .collect();
         let spec = NetworkSpec {
             name: "test".into(),
-            validity_days: 30,
+            validity_days: if opts.certificates_expire_in_secs.is_some() {
+                1
+            } else {
+                30
+            },
             tls_key_algorithm: Default::default(),
             orderer_orgs: vec![OrdererOrgSpec {
                 msp_id: "OrdererMSP".into(),
@@ -192,7 +200,11 @@ impl TestCluster {
                 chaincodes: vec![],
             }],
         };
-        let generated = material::generate(&spec, &dir.path().join("net"), now_unix())?;
+        let issued = match opts.certificates_expire_in_secs {
+            Some(secs) => now_unix() - 86_400 + secs,
+            None => now_unix(),
+        };
+        let generated = material::generate(&spec, &dir.path().join("net"), issued)?;
         let genesis = Block::decode(std::fs::read(&generated.channels[0].1)?.as_slice())?;
         let channel = Arc::new(Channel::from_config_block(&genesis)?);
         let user = generated.user("Org1MSP", "User1").context("user")?;
