@@ -83,6 +83,26 @@ impl LogStore {
             && self.read_vote().await?.is_none())
     }
 
+    /// Writes `entries` in one batch and returns once they are durable (fdatasync of the
+    /// journal). `append` reports entries to openraft only after this returns.
+    pub async fn append_durable<I>(&self, entries: I) -> Result<()>
+    where
+        I: IntoIterator<Item = Entry>,
+    {
+        let mut batch = self.db.batch();
+        for entry in entries {
+            let value = encode(&entry).map_err(write_err)?;
+            batch.insert(&self.log, entry.log_id.index.to_be_bytes(), value);
+        }
+        let db = self.db.clone();
+        blocking(move || {
+            batch.commit()?;
+            db.persist(PersistMode::SyncData)
+        })
+        .await
+        .map_err(write_err)
+    }
+
     fn last_purged(&self) -> Result<Option<LogId>> {
         self.get_meta(LAST_PURGED)
     }
@@ -196,28 +216,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = self.db.batch();
-        for entry in entries {
-            let value = encode(&entry).map_err(write_err)?;
-            batch.insert(&self.log, entry.log_id.index.to_be_bytes(), value);
-        }
-        let db = self.db.clone();
-        let result = blocking(move || {
-            batch.commit()?;
-            db.persist(PersistMode::SyncData)
-        })
-        .await;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                callback.log_io_completed(Err(std::io::Error::other(msg)));
-                Err(write_err(e))
-            }
-        }
+        let result = self.append_durable(entries).await;
+        let io = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        callback.log_io_completed(io);
+        result
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<()> {
