@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use fjall::Database;
 use fjall::PersistMode;
+use openraft::storage::RaftStateMachine as _;
 use openraft::BasicNode;
 use openraft::SnapshotPolicy;
 use prost::Message as _;
@@ -33,6 +34,7 @@ use crate::channels::system_clock;
 use crate::channels::ChannelRuntime;
 use crate::channels::Registry;
 use crate::consensus::log_store::LogStore;
+use crate::consensus::log_store::Reconciled;
 use crate::consensus::network::ClusterClients;
 use crate::consensus::network::Network;
 use crate::consensus::network::RAFT_MESSAGE_BYTES_MAX;
@@ -324,10 +326,28 @@ async fn start_channel(
     };
     let limits = BatchLimits::from_config(&channel.batch_size());
     let store = BlockStore::open(db, &id).map_err(|e| storage(e.to_string()))?;
-    let sm = StateMachine::open(store.clone(), &id, &genesis, identity, limits)
+    let mut sm = StateMachine::open(store.clone(), &id, &genesis, identity, limits)
         .map_err(|e| storage(e.to_string()))?;
     let status = sm.subscribe();
     let mut log = LogStore::open(db, &id).map_err(|e| storage(e.to_string()))?;
+    // A crash during a snapshot install can leave the log purged past the state machine.
+    let (applied, _) = sm
+        .applied_state()
+        .await
+        .map_err(|e| storage(e.to_string()))?;
+    match log
+        .reconcile(applied)
+        .await
+        .map_err(|e| storage(e.to_string()))?
+    {
+        Reconciled::Consistent => {}
+        repaired => tracing::warn!(
+            channel = %id,
+            ?repaired,
+            "the Raft log was ahead of the state machine (a crash during a snapshot install); \
+             rewound to the state machine, the leader sends the snapshot again"
+        ),
+    }
     // With no Raft state the node abstains from voting and decides, once its servers run,
     // whether this is the cluster's first boot (rejoin.rs).
     let start = if log

@@ -141,6 +141,18 @@ async fn leader_process_sigkilled_under_load_restarts_nothing_acked_lost_no_dupl
     assert_one_chain(&cluster, &acked).await;
 }
 
+/// openraft's info lines around a snapshot install on the receiving node: the first chunk
+/// arrives, then the install completes (after the state machine made it durable).
+const SNAPSHOT_BEGIN: &str = "BeginReceivingSnapshot";
+const SNAPSHOT_DONE: &str = "Done install complete snapshot";
+
+/// What node's log holds past `offset` bytes (what one incarnation wrote since then).
+fn log_since(path: &std::path::Path, offset: u64) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let from = (offset as usize).min(bytes.len());
+    String::from_utf8_lossy(&bytes[from..]).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_process_sigkilled_while_installing_a_snapshot_restarts_and_converges() {
     let mut cluster = TestCluster::start(ClusterOptions {
@@ -156,11 +168,17 @@ async fn follower_process_sigkilled_while_installing_a_snapshot_restarts_and_con
         .unwrap();
     let follower = (leader + 1) % 3;
     let others: Vec<usize> = (0..3).filter(|i| *i != follower).collect();
+    let log = procs.log(follower);
     let mut acked = BTreeSet::new();
+    let mut killed_mid_install = 0;
     // Each round: the follower falls behind the others' purge point, is resumed so the leader
-    // sends it a snapshot, and is killed a moment later (0, 15, 40 ms: during the install or
-    // the catch-up that follows).
-    for (round, delay_ms) in [0u64, 15, 40].into_iter().enumerate() {
+    // sends it a snapshot, and is SIGKILLed as soon as its log shows the snapshot arriving.
+    // A kill lands mid-install when the install had not completed by then; rounds repeat
+    // until that happened (the install takes a few ms: fsync).
+    for round in 0..10 {
+        if killed_mid_install > 0 && round >= 3 {
+            break;
+        }
         procs.signal(follower, "STOP").unwrap();
         let behind = OrdererProcesses::status(&cluster, leader).await.unwrap()["raft"]
             ["last_log_index"]
@@ -189,16 +207,39 @@ async fn follower_process_sigkilled_while_installing_a_snapshot_restarts_and_con
                 "the leader never purged past the stopped follower"
             );
         }
+        let offset = std::fs::metadata(&log).unwrap().len();
         procs.signal(follower, "CONT").unwrap();
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !log_since(&log, offset).contains(SNAPSHOT_BEGIN) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the resumed follower was never sent a snapshot"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         procs.kill(follower);
-        println!("round {round}: follower SIGKILLed {delay_ms} ms after resuming");
+        let text = log_since(&log, offset);
+        let after_begin = &text[text.find(SNAPSHOT_BEGIN).unwrap()..];
+        let mid_install = !after_begin.contains(SNAPSHOT_DONE);
+        killed_mid_install += usize::from(mid_install);
+        println!(
+            "round {round}: follower SIGKILLed as the snapshot arrived; install {}",
+            if mid_install {
+                "not completed"
+            } else {
+                "already completed"
+            }
+        );
         procs.start(&cluster, follower).unwrap();
     }
+    assert!(
+        killed_mid_install > 0,
+        "no kill landed between a snapshot's arrival and its completed install"
+    );
     assert_one_chain(&cluster, &acked).await;
-    // The rounds did make the follower install snapshots (around the kills and after them).
-    let log = std::fs::read_to_string(procs.log(follower)).unwrap();
-    let installs = log.matches("installed snapshot").count();
-    println!("follower installed {installs} snapshots");
+    // After the kills the restarted follower installed a snapshot to completion.
+    let text = log_since(&log, 0);
+    let installs = text.matches("installed snapshot").count();
+    println!("follower installed {installs} snapshots to completion, killed mid-install {killed_mid_install} times");
     assert!(installs >= 1, "no snapshot was ever installed");
 }

@@ -19,6 +19,7 @@ use openraft::StorageError;
 use openraft::StorageIOError;
 use orderer::block_store::BlockStore;
 use orderer::consensus::log_store::LogStore;
+use orderer::consensus::log_store::Reconciled;
 use orderer::consensus::state_machine::StateMachine;
 use orderer::consensus::NodeId;
 use orderer::consensus::TypeConfig;
@@ -347,4 +348,61 @@ async fn block_store_reopened_reports_the_same_height_blocks_and_tx_ids() {
         5,
         "filling the gap reaches the block stored after it"
     );
+}
+
+#[tokio::test]
+async fn log_store_purged_past_the_state_machine_is_rewound_to_it_and_reopens_consistent() {
+    let dir = TempDir::new().unwrap();
+    {
+        let db = open_db(&dir);
+        let mut log = LogStore::open(&db, CHANNEL).unwrap();
+        log.append_durable((0..=12).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+        log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        // Consistent: the state machine holds index 10, the log goes on from there.
+        log.purge(log_id(1, 8)).await.unwrap();
+        log.save_committed(Some(log_id(1, 12))).await.unwrap();
+        let r = log.reconcile(Some(log_id(1, 10))).await.unwrap();
+        assert_eq!(r, Reconciled::Consistent);
+        // A snapshot of index 30 arrived: openraft purged up to it and saved the commit index,
+        // then the node died before the state machine wrote the snapshot (it holds 10).
+        log.purge(log_id(1, 30)).await.unwrap();
+        log.save_committed(Some(log_id(1, 30))).await.unwrap();
+    }
+    let db = open_db(&dir);
+    let mut log = LogStore::open(&db, CHANNEL).unwrap();
+    let r = log.reconcile(Some(log_id(1, 10))).await.unwrap();
+    assert!(matches!(r, Reconciled::PurgeRewound { .. }), "{r:?}");
+    drop(log);
+    drop(db);
+    let db = open_db(&dir);
+    let mut log = LogStore::open(&db, CHANNEL).unwrap();
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 10)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 10)));
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 10)));
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(Vote::new_committed(1, 1))
+    );
+    assert_eq!(
+        log.reconcile(Some(log_id(1, 10))).await.unwrap(),
+        Reconciled::Consistent
+    );
+
+    // A commit index past the last entry (saved before the entries it names): lowered.
+    log.append_durable((11..=14).map(|i| blank(1, i)))
+        .await
+        .unwrap();
+    log.save_committed(Some(log_id(1, 20))).await.unwrap();
+    let r = log.reconcile(Some(log_id(1, 10))).await.unwrap();
+    assert_eq!(
+        r,
+        Reconciled::CommittedLowered {
+            from: Some(log_id(1, 20)),
+            to: Some(log_id(1, 14))
+        }
+    );
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 14)));
 }

@@ -103,6 +103,63 @@ impl LogStore {
         .map_err(write_err)
     }
 
+    /// Makes the log consistent with the state machine's durable state (`applied`) before Raft
+    /// starts on it.
+    ///
+    /// openraft 0.9 purges the log up to an installed snapshot on its core while the state
+    /// machine worker is still writing that snapshot (`PurgeLog` waits on nothing). A crash in
+    /// between leaves the log purged, and the commit index saved, past the state machine, with
+    /// the entries in between gone; openraft's startup would re-apply them and stop, so the
+    /// node could never start again. The purge point is rewound to what the state machine holds
+    /// (no entry past it is usable: the log has a hole) and the commit index lowered to an entry
+    /// the log holds; the leader then sends the snapshot again. Entries past the purge point
+    /// cannot have been acknowledged: openraft appends after a snapshot only once it is
+    /// installed, and then the state machine is not behind.
+    pub async fn reconcile(&mut self, applied: Option<LogId>) -> Result<Reconciled> {
+        let applied_index = applied.map(|a| a.index);
+        let purged = self.last_purged()?;
+        if purged.map(|p| p.index) > applied_index {
+            let entries = self.log.iter().count();
+            let mut batch = self.db.batch();
+            for kv in self.log.iter() {
+                batch.remove(&self.log, kv.key().map_err(write_err)?);
+            }
+            match applied {
+                Some(a) => batch.insert(&self.meta, LAST_PURGED, encode(&a).map_err(write_err)?),
+                None => batch.remove(&self.meta, LAST_PURGED),
+            }
+            batch.insert(&self.meta, COMMITTED, encode(&applied).map_err(write_err)?);
+            let db = self.db.clone();
+            blocking(move || {
+                batch.commit()?;
+                db.persist(PersistMode::SyncAll)
+            })
+            .await
+            .map_err(write_err)?;
+            return Ok(Reconciled::PurgeRewound {
+                purged,
+                applied,
+                entries_removed: entries as u64,
+            });
+        }
+        let committed = self.read_committed().await?;
+        let last = self.get_log_state().await?.last_log_id;
+        let committed_index = committed.map(|c| c.index);
+        if committed_index > last.map(|l| l.index) && committed_index > applied_index {
+            let to = if last.map(|l| l.index) > applied_index {
+                last
+            } else {
+                applied
+            };
+            self.save_committed(to).await?;
+            return Ok(Reconciled::CommittedLowered {
+                from: committed,
+                to,
+            });
+        }
+        Ok(Reconciled::Consistent)
+    }
+
     fn last_purged(&self) -> Result<Option<LogId>> {
         self.get_meta(LAST_PURGED)
     }
@@ -236,6 +293,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta.insert(LAST_PURGED, value).map_err(write_err)?;
         self.remove_range(start, Some(log_id.index))
     }
+}
+
+/// What [`LogStore::reconcile`] found and repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The log and the state machine agree.
+    Consistent,
+    /// The log was purged past the state machine: the purge point is back at `applied` and
+    /// the entries past the hole are removed.
+    PurgeRewound {
+        purged: Option<LogId>,
+        applied: Option<LogId>,
+        entries_removed: u64,
+    },
+    /// The saved commit index named entries the log does not hold.
+    CommittedLowered {
+        from: Option<LogId>,
+        to: Option<LogId>,
+    },
 }
 
 /// Runs blocking fjall I/O off the async runtime.
