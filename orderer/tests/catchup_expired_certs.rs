@@ -63,15 +63,7 @@ fn follower_behind_a_snapshot_catches_up_with_its_clock_past_the_orderer_certifi
     let mut acked = rt.block_on(load(&cluster, &[leader, other], 100, "before"));
     rt.block_on(cluster.wait_converged(Duration::from_secs(60)))
         .unwrap();
-    let follower_index = cluster
-        .node(follower)
-        .registry
-        .get(CHANNEL)
-        .unwrap()
-        .status
-        .borrow()
-        .last_applied_index
-        .unwrap();
+    let follower_index = cluster.last_applied_index(follower);
     cluster.stop_node(follower).unwrap();
     // Small batches: many Raft entries, so the others snapshot and purge past the follower.
     acked.extend(rt.block_on(load(&cluster, &[leader, other], 600, "while behind")));

@@ -227,15 +227,7 @@ fn follower_restart_catches_up_from_snapshot_and_block_pull() {
     let follower = (leader + 1) % 3;
     let mut acked = rt.block_on(load(&cluster, 100, 4)).unwrap();
     rt.block_on(cluster.wait_converged(CONVERGE)).unwrap();
-    let follower_index = cluster
-        .node(follower)
-        .registry
-        .get(CHANNEL)
-        .unwrap()
-        .status
-        .borrow()
-        .last_applied_index
-        .unwrap();
+    let follower_index = cluster.last_applied_index(follower);
     cluster.stop_node(follower).unwrap();
     // Small batches, few writers: many Raft entries, so several snapshots and purges.
     acked.extend(rt.block_on(load(&cluster, 600, 2)).unwrap());

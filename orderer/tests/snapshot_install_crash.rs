@@ -43,15 +43,7 @@ async fn follower_killed_between_the_install_purge_and_the_snapshot_write_restar
         .wait_converged(Duration::from_secs(60))
         .await
         .unwrap();
-    let applied = cluster
-        .node(follower)
-        .registry
-        .get(CHANNEL)
-        .unwrap()
-        .status
-        .borrow()
-        .last_applied_index
-        .unwrap();
+    let applied = cluster.last_applied_index(follower);
     cluster.stop_node(follower).unwrap();
 
     // The others move on and snapshot past the follower.

@@ -356,6 +356,13 @@ impl TestCluster {
         None
     }
 
+    /// The index of the last Raft entry node `i` applied.
+    pub fn last_applied_index(&self, i: usize) -> u64 {
+        let ch = self.node(i).registry.get(CHANNEL).unwrap();
+        let index = ch.status.borrow().last_applied_index;
+        index.unwrap()
+    }
+
     pub fn height(&self, i: usize) -> u64 {
         self.node(i).registry.get(CHANNEL).unwrap().store.height()
     }
