@@ -9,9 +9,8 @@
 //! This test writes that crash state into a stopped follower's storage exactly as the install
 //! left it (the purge point and commit index of the leader's snapshot, the state machine still
 //! at its older snapshot), then restarts it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

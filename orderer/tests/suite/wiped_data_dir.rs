@@ -1,9 +1,8 @@
 //! A consenter whose data dir was wiped must not re-initialize Raft for a cluster that exists:
 //! it joins (no initialize, no vote in a term it may have voted in before) and catches up from
 //! the others; a cluster's first boot still initializes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 use std::time::Instant;

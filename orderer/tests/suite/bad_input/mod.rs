@@ -21,10 +21,8 @@
 //!
 //! Checks within one test share its cluster and run in order; a failing check is reported with
 //! its name and the others still run, so one run shows every broken entry of the catalogue.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod cluster;
 mod streams;

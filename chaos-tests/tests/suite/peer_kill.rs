@@ -1,7 +1,6 @@
 //! A peer process killed with SIGKILL while it commits blocks under load, twice, then
 //! restarted: it converges with its twin (same height, last block hash and state hash), and
 //! every transaction the load saw committed VALID is in its ledger exactly once.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;

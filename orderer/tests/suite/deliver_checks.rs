@@ -1,9 +1,8 @@
 //! Deliver's checks beyond the signature and Readers at request time: a seek envelope whose
 //! timestamp is far from the node's clock is a replay and is refused; a long-lived stream ends
 //! when its client's certificate expires. Real servers over TLS (see `common`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

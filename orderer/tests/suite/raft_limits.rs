@@ -1,8 +1,7 @@
 //! Raft messages stay within the transport limit: envelopes near the channel's
 //! `bytes_absolute_max` are replicated, however many are in flight at once.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 use std::time::Instant;

@@ -1,9 +1,8 @@
 //! The peer's Query service: who may read blocks and transactions, and how long CommitStatus
 //! may hold a request. Real nodes over TLS; clients built by hand so each test controls the
 //! client certificate and the signature.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

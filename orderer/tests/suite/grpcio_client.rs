@@ -7,9 +7,8 @@
 //! certificates use a key type it speaks (the generator issues ECDSA P-256 by default).
 //! Without python3 or its packages (`grpcio grpcio-tools protobuf cryptography`, which
 //! `.ci/run` installs) the test says why and passes without running.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -9,9 +9,8 @@
 //! seek timestamps are inside their ±15-minute window and its own certificate is valid on
 //! their clocks. (With every clock past expiry, the serving orderers would rightly refuse the
 //! lagging orderer's expired certificate; that case needs certificate renewal.)
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;

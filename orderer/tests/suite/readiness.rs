@@ -1,9 +1,8 @@
 //! `/readyz` of a Raft leader cut off from its quorum: it must stop reporting ready (a load
 //! balancer would keep sending it Broadcasts that cannot be ordered) and say why, and become
 //! ready again once a quorum is back. Real nodes over TLS (see `common`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 use std::time::Instant;

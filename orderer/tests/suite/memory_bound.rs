@@ -3,9 +3,8 @@
 //! SUCCESS or SERVICE_UNAVAILABLE (never a hang), and the leader's resident set stays under
 //! the stated bound. Ignored by default (it offers 18 GiB and runs for about two minutes):
 //! `cargo test -p orderer --test memory_bound -- --ignored --nocapture`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;

@@ -1,8 +1,7 @@
 //! Envelopes forwarded between consenters: the leader re-checks what a forwarder cannot vouch
 //! for, and an envelope the state machine refuses is never answered SUCCESS.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 use std::time::Instant;

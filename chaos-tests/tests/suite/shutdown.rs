@@ -4,7 +4,6 @@
 //! Each node must end its streams with a retryable status, exit 0 within the bound (5 s; the
 //! test allows 10 s on a loaded box and prints the figure), log "stopped", and restart with its
 //! chain intact; the chain then continues on every node.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 use std::time::Instant;

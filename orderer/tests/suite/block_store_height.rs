@@ -1,6 +1,5 @@
 //! The block store's height never moves backwards, even when catch-up (storing pulled blocks)
 //! and the state machine (committing cut blocks) advance it at the same time.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;

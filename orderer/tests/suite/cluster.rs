@@ -1,9 +1,8 @@
 //! Cluster scenarios over real TLS sockets: ordering under load, leader crash, follower
 //! catch-up through snapshot and block pull, full restart. Every scenario ends by comparing
 //! every node's chain through Deliver and checking every acknowledged envelope is in it once.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicUsize;

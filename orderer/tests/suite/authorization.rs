@@ -5,9 +5,8 @@
 //!   PERMISSION_DENIED, and no node's term moves.
 //! - Admin: every call needs a client TLS certificate and an admin signing identity (see
 //!   `admin_*` below).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 use std::time::Instant;

@@ -1,6 +1,5 @@
 //! Catch-up verifies historical blocks as peers verify them: a block signed by an orderer
 //! whose certificate has since expired still verifies.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use prost::Message as _;
 use shared_proto::block;

@@ -1,9 +1,8 @@
 //! Real `orderer` processes killed with SIGKILL: the leader under load, and a follower while it
 //! installs a snapshot. After restart every node holds one identical verified chain with every
 //! acknowledged envelope exactly once.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;

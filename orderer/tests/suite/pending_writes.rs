@@ -1,9 +1,8 @@
 //! Every write a node accepted ends: ordered, or a retryable status within a bound, even when
 //! the node was the leader, was paused (SIGSTOP) until the others purged their logs past it,
 //! and installs a snapshot on resuming.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -4,9 +4,8 @@
 //! is dropped under load restarts and converges with its twin. (That drop lets a blocking
 //! commit finish, so it is no crash: the SIGKILL of a peer process in the middle of commits is
 //! `chaos-tests/tests/peer_kill.rs`.)
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,6 @@
 //!
 //! Every build opens a fresh fjall database in its own temp dir; the genesis block and the
 //! orderer signing identity the state machine needs are generated once from the sample network.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
@@ -74,7 +73,7 @@ fn now_unix() -> i64 {
 #[test]
 fn openraft_storage_suite() {
     let material_dir = TempDir::new().unwrap();
-    let spec = NetworkSpec::from_toml(include_str!("../../deploy/sample-network.toml")).unwrap();
+    let spec = NetworkSpec::from_toml(include_str!("../../../deploy/sample-network.toml")).unwrap();
     let generated = material::generate(&spec, material_dir.path(), now_unix()).unwrap();
     let (channel_id, genesis_path) = &generated.channels[0];
     assert_eq!(channel_id, CHANNEL);
@@ -119,7 +118,7 @@ struct Material {
 
 fn material() -> Material {
     let dir = TempDir::new().unwrap();
-    let spec = NetworkSpec::from_toml(include_str!("../../deploy/sample-network.toml")).unwrap();
+    let spec = NetworkSpec::from_toml(include_str!("../../../deploy/sample-network.toml")).unwrap();
     let generated = material::generate(&spec, dir.path(), now_unix()).unwrap();
     let genesis =
         Block::decode(std::fs::read(&generated.channels[0].1).unwrap().as_slice()).unwrap();

@@ -1,7 +1,6 @@
 //! The `orderer` binary as an operator runs it: `orderer start --config`, readiness on the ops
 //! port, ordering, graceful stop on SIGTERM (exit 0, data kept), restart with the chain intact,
 //! and a config error that names the field.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener as StdListener;
 use std::process::Child;

@@ -2,9 +2,8 @@
 //! 3 orderers, Org1 with one or two orderer-connected peers plus gossip-only peers, Org2 with
 //! one peer (the token chaincode needs both orgs). Every peer's gossip endpoint is a proxy the
 //! test can cut.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

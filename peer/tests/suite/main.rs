@@ -1,0 +1,8 @@
+//! The peer's integration tests, one binary (one linked copy of the nodes instead of one
+//! per file: CI's disk is finite). Run one module with `cargo test -p peer --test suite MODULE::`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod e2e;
+mod gossip;
+mod query;
