@@ -222,6 +222,11 @@ impl Channel {
         &self.config
     }
 
+    /// The config sequence: 0 at genesis, one more per config block.
+    pub fn sequence(&self) -> u64 {
+        self.config.sequence
+    }
+
     pub fn msps(&self) -> &MspManager {
         &self.msps
     }
@@ -498,11 +503,24 @@ pub fn config_from_block(block: &Block) -> Result<ChannelConfig, ChannelError> {
         .header
         .and_then(|h| h.channel_header)
         .ok_or_else(|| not_config("envelope has no channel header"))?;
-    if channel_header.r#type != HeaderType::Config as i32 {
-        return Err(not_config("envelope type is not CONFIG"));
-    }
+    // A genesis block carries the config itself (CONFIG); later config blocks carry the
+    // config update that made them (CONFIG_UPDATE, see crate::config_update).
+    let config_bytes = if channel_header.r#type == HeaderType::Config as i32 {
+        payload.data
+    } else if channel_header.r#type == HeaderType::ConfigUpdate as i32 {
+        crate::pb::config::ConfigUpdate::decode(payload.data.as_slice())
+            .map_err(|e| ChannelError::Decode {
+                what: "config update",
+                reason: e.to_string(),
+            })?
+            .config
+    } else {
+        return Err(not_config(
+            "envelope type is neither CONFIG nor CONFIG_UPDATE",
+        ));
+    };
     let config =
-        ChannelConfig::decode(payload.data.as_slice()).map_err(|e| ChannelError::Decode {
+        ChannelConfig::decode(config_bytes.as_slice()).map_err(|e| ChannelError::Decode {
             what: "channel config",
             reason: e.to_string(),
         })?;

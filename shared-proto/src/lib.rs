@@ -6,6 +6,8 @@
 //! - [`msp`]: identities: X.509 certificates with Ed25519 keys, org CAs, roles, verification.
 //! - [`policy`]: the policy language (`AND('Org1.peer', OutOf(2, ...))`, `MAJORITY Admins`).
 //! - [`channel`]: a channel's configuration, decoded and checked once, with MSPs and policies.
+//! - [`config_update`]: how a channel's configuration changes (admins' signatures, one
+//!   consenter at a time), checked alike by orderers and peers.
 //! - [`envelope`]: creating and verifying signed envelopes (payload, headers, tx id, creator).
 //! - [`block`]: assembling, signing and verifying blocks (hash chain, orderer signatures).
 //! - [`material`]: generation of every node's keys, certificates, configs and genesis blocks.
@@ -18,6 +20,7 @@
 
 pub mod block;
 pub mod channel;
+pub mod config_update;
 pub mod envelope;
 pub mod hash;
 pub mod material;

@@ -24,6 +24,8 @@ pub enum Domain {
     Block,
     /// `AliveMessage.signature` over `AliveMessage.info` (peer gossip membership).
     GossipAlive,
+    /// `ConfigSignature.signature` over `ConfigUpdate.config` (an admin approving a config).
+    ConfigUpdate,
 }
 
 impl Domain {
@@ -34,6 +36,7 @@ impl Domain {
             Domain::Endorsement => b"weft/endorsement/v1\0",
             Domain::Block => b"weft/block/v1\0",
             Domain::GossipAlive => b"weft/gossip-alive/v1\0",
+            Domain::ConfigUpdate => b"weft/config-update/v1\0",
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::material::NetworkSpec;
 use crate::msp::CertificateAuthority;
 use crate::msp::Role;
 use crate::msp::SigningIdentity;
+use crate::msp::TlsCertificateAuthority;
 use crate::msp::Usage;
 use crate::msp::Validity;
 use crate::pb::common::Block;
@@ -35,6 +36,10 @@ pub(crate) struct TestNet {
     pub(crate) client: SigningIdentity,
     /// Org2MSP Admin (role admin).
     pub(crate) admin: SigningIdentity,
+    /// The Admin of each org: OrdererMSP, Org1MSP, Org2MSP.
+    pub(crate) admins: Vec<SigningIdentity>,
+    /// OrdererMSP's TLS CA (issues consenter TLS certificates).
+    pub(crate) orderer_tlsca: TlsCertificateAuthority,
     /// Org1MSP peer0 (role peer).
     pub(crate) peer: SigningIdentity,
 }
@@ -63,6 +68,16 @@ pub(crate) fn net() -> &'static TestNet {
             peer: node(&generated.peers[0]),
             client: user(&generated, "Org1MSP", "User1"),
             admin: user(&generated, "Org2MSP", "Admin"),
+            admins: ["OrdererMSP", "Org1MSP", "Org2MSP"]
+                .iter()
+                .map(|m| user(&generated, m, "Admin"))
+                .collect(),
+            orderer_tlsca: {
+                let d = generated.dir.join("orgs/OrdererMSP/tlsca");
+                let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+                TlsCertificateAuthority::from_pem(&read("cert.pem"), &read("key.pem"), "OrdererMSP")
+                    .unwrap()
+            },
             channel,
             genesis,
         }

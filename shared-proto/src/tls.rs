@@ -80,6 +80,46 @@ impl TlsMaterial {
     }
 }
 
+/// Whether the DER certificate `der` chains to one of `roots` (DER) and is valid at
+/// `now_unix`; at [`crate::msp::ANY_TIME`] the chain is checked at the certificate's own
+/// `not_before`, so the verdict does not depend on when it is asked. Any key type rustls with
+/// ring verifies. The error says why, in words.
+pub fn verify_issued(der: &[u8], roots: &[Vec<u8>], now_unix: i64) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::UnixTime;
+    use x509_parser::prelude::FromDer as _;
+    let at = if now_unix == crate::msp::ANY_TIME {
+        let (_, cert) = x509_parser::prelude::X509Certificate::from_der(der)
+            .map_err(|e| format!("not a DER X.509 certificate: {e}"))?;
+        cert.validity().not_before.timestamp()
+    } else {
+        now_unix
+    };
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(CertificateDer::from(root.clone()))
+            .map_err(|e| format!("TLS root certificate: {e}"))?;
+    }
+    if store.is_empty() {
+        return Err("the organisation has no TLS root certificates".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(store),
+        provider,
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(at).unwrap_or(0),
+    ));
+    verifier
+        .verify_client_cert(&CertificateDer::from(der.to_vec()), &[], now)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// The host part of `host:port` (brackets stripped for IPv6).
 pub fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);

@@ -4,3 +4,7 @@
 
 mod peer_kill;
 mod shutdown;
+
+/// Each test runs a whole network of processes; on a 2-core box two at once starve each
+/// other's deadlines, so they take turns.
+pub static ONE_NETWORK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

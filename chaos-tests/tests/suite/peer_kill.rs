@@ -39,6 +39,7 @@ async fn peer_status(ops: &str) -> Option<(u64, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_killed_mid_commit_under_load_restarts_and_converges_with_its_twin_nothing_lost() {
+    let _turn = crate::ONE_NETWORK_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let topology = Topology {
         name: "peerkill".into(),

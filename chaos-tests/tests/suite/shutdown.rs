@@ -231,6 +231,7 @@ fn stopped_lines(log: &std::path::Path, kind: Kind) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_every_node_with_streams_open_and_it_restarts_with_its_chain(
 ) -> anyhow::Result<()> {
+    let _turn = crate::ONE_NETWORK_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir()?;
     let topology = Topology {
         name: "shutdown".into(),
