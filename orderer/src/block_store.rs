@@ -167,8 +167,13 @@ impl BlockStore {
 
 /// The tx id in an encoded envelope's channel header, if it decodes and has one.
 pub fn tx_id_of(envelope: &[u8]) -> Option<String> {
+    header_of(envelope).map(|(tx_id, _)| tx_id)
+}
+
+/// The tx id and header type of an encoded envelope (`None` if it has no tx id).
+pub fn header_of(envelope: &[u8]) -> Option<(String, i32)> {
     let env = Envelope::decode(envelope).ok()?;
     let payload = Payload::decode(env.payload.as_slice()).ok()?;
-    let tx_id = payload.header?.channel_header?.tx_id;
-    (!tx_id.is_empty()).then_some(tx_id)
+    let header = payload.header?.channel_header?;
+    (!header.tx_id.is_empty()).then_some((header.tx_id, header.r#type))
 }

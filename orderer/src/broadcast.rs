@@ -2,8 +2,9 @@
 //!
 //! Checks, in order: envelope decodes and names a channel this node serves; size within the
 //! channel's `bytes_absolute_max`; `verify_envelope` (headers, tx id rule, creator certificate,
-//! signature); header type is a transaction; the Writers policy; the tx id is not already
-//! ordered. Then the envelope is proposed and the answer comes once it is committed.
+//! signature); header type is a transaction (Writers policy) or a config update
+//! ([`shared_proto::config_update::check_update`] against the config in force); the tx id is
+//! not already ordered. Then the envelope is proposed and the answer comes once it is committed.
 //!
 //! | refusal                                   | gRPC (Submit)        | in-band (Broadcast)        |
 //! |-------------------------------------------|----------------------|----------------------------|
@@ -12,7 +13,10 @@
 //! | larger than 2 × `bytes_absolute_max` (transport cap) | OUT_OF_RANGE | stream ends with OUT_OF_RANGE |
 //! | channel not served here                   | NOT_FOUND            | NOT_FOUND                  |
 //! | unknown org, expired/foreign cert, bad signature, not a Writer | PERMISSION_DENIED | FORBIDDEN |
-//! | header type not accepted (config update)  | FAILED_PRECONDITION  | BAD_REQUEST                |
+//! | header type not accepted (CONFIG, SEEK_INFO, ADMIN) | FAILED_PRECONDITION | BAD_REQUEST     |
+//! | config update: malformed / other channel   | INVALID_ARGUMENT     | BAD_REQUEST                |
+//! | config update: bad signature, too few admins | PERMISSION_DENIED  | FORBIDDEN                  |
+//! | config update: stale sequence, two consenter changes, last consenter, untrusted consenter certificate, invalid new config | FAILED_PRECONDITION | BAD_REQUEST |
 //! | tx id already in a block                  | ALREADY_EXISTS       | CONFLICT                   |
 //! | repeat while the first copy is not yet in a block | SUCCESS (ordered once: the state machine drops the copy) | SUCCESS |
 //! | no leader, leader unreachable, shutting down | UNAVAILABLE       | SERVICE_UNAVAILABLE        |
@@ -116,8 +120,15 @@ pub enum BroadcastError {
         size_bytes: usize,
         size_bytes_max: u32,
     },
-    #[error("header type {0:?} cannot be broadcast (only transactions are ordered)")]
+    #[error(
+        "header type {0:?} cannot be broadcast (only transactions and config updates are ordered)"
+    )]
     WrongType(HeaderType),
+    #[error("config update refused: {message}")]
+    ConfigUpdate {
+        refusal: Option<Refusal>,
+        message: String,
+    },
     #[error("creator {subject:?} of {msp_id} does not satisfy the channel's Writers policy")]
     NotWriter { subject: String, msp_id: String },
     #[error("tx {0} is already ordered")]
@@ -150,6 +161,12 @@ impl BroadcastError {
                 (Code::InvalidArgument, Status::RequestEntityTooLarge)
             }
             BroadcastError::WrongType(_) => (Code::FailedPrecondition, Status::BadRequest),
+            BroadcastError::ConfigUpdate { refusal, .. } => match refusal {
+                Some(Refusal::InvalidArgument) => (Code::InvalidArgument, Status::BadRequest),
+                Some(Refusal::NotFound) => (Code::NotFound, Status::NotFound),
+                Some(Refusal::PermissionDenied) => (Code::PermissionDenied, Status::Forbidden),
+                None => (Code::FailedPrecondition, Status::BadRequest),
+            },
             BroadcastError::NotWriter { .. } => (Code::PermissionDenied, Status::Forbidden),
             BroadcastError::AlreadyOrdered(_) => (Code::AlreadyExists, Status::Conflict),
             BroadcastError::NotOrdered(ProposeError::Refused { status, .. }) => {
@@ -217,28 +234,40 @@ async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String
         .get(&channel_id)
         .ok_or_else(|| BroadcastError::UnknownChannel(channel_id.clone()))?;
     let size = envelope.encoded_len();
-    if size > channel.limits.bytes_absolute_max as usize {
+    if size > channel.limits().bytes_absolute_max as usize {
         return Err(BroadcastError::TooLarge {
             size_bytes: size,
-            size_bytes_max: channel.limits.bytes_absolute_max,
+            size_bytes_max: channel.limits().bytes_absolute_max,
         });
     }
     let _held = registry.in_flight.reserve(size).await?;
-    let verified = verify_envelope(&channel.config, &envelope, registry.now_unix())?;
+    let config = channel.config();
+    let now = registry.now_unix();
+    let verified = verify_envelope(&config, &envelope, now)?;
     match verified.header_type {
-        HeaderType::EndorserTransaction | HeaderType::Message => {}
+        HeaderType::EndorserTransaction | HeaderType::Message => {
+            let writers = config
+                .evaluate(WRITERS, &[verified.signer()])
+                .map_err(|e| BroadcastError::Storage(e.to_string()))?;
+            if !writers {
+                return Err(BroadcastError::NotWriter {
+                    subject: verified.creator.common_name.clone(),
+                    msp_id: verified.creator.msp_id.clone(),
+                });
+            }
+        }
+        // Admins' signatures, not the sender's role, authorise a config update.
+        HeaderType::ConfigUpdate => {
+            let checked = shared_proto::config_update::check_update(&config, &verified.data, now)
+                .map_err(|e| BroadcastError::ConfigUpdate {
+                refusal: e.refusal(),
+                message: e.to_string(),
+            })?;
+            crate::membership::check_change(registry.node_id, channel, &checked.consenters)?;
+        }
         other => return Err(BroadcastError::WrongType(other)),
     }
-    let writers = channel
-        .config
-        .evaluate(WRITERS, &[verified.signer()])
-        .map_err(|e| BroadcastError::Storage(e.to_string()))?;
-    if !writers {
-        return Err(BroadcastError::NotWriter {
-            subject: verified.creator.common_name.clone(),
-            msp_id: verified.creator.msp_id.clone(),
-        });
-    }
+    drop(config);
     let tx_id = verified.tx_id;
     // A follower forwards: the leader checks its own index again (this node's may have a gap).
     let leading = channel.leader() == Some(registry.node_id);
@@ -258,14 +287,35 @@ pub async fn order_forwarded(
     channel: &ChannelRuntime,
     envelope: Vec<u8>,
 ) -> Result<String, BroadcastError> {
-    let tx_id = crate::block_store::tx_id_of(&envelope).unwrap_or_default();
+    let (tx_id, header_type) = crate::block_store::header_of(&envelope).unwrap_or_default();
     bounded(async {
         let _held = registry.in_flight.reserve(envelope.len()).await?;
         ensure_not_ordered(channel, &tx_id, true)?;
+        if header_type == HeaderType::ConfigUpdate as i32 {
+            // The follower could not tell who is live; this node can (see membership).
+            check_forwarded_config_update(registry, channel, &envelope)?;
+        }
         channel.proposer.submit(envelope, false).await?;
         Ok(tx_id.clone())
     })
     .await
+}
+
+fn check_forwarded_config_update(
+    registry: &Registry,
+    channel: &ChannelRuntime,
+    envelope: &[u8],
+) -> Result<(), BroadcastError> {
+    let config = channel.config();
+    let envelope = shared_proto::envelope::decode_envelope(envelope)?;
+    let verified = verify_envelope(&config, &envelope, registry.now_unix())?;
+    let checked =
+        shared_proto::config_update::check_update(&config, &verified.data, registry.now_unix())
+            .map_err(|e| BroadcastError::ConfigUpdate {
+                refusal: e.refusal(),
+                message: e.to_string(),
+            })?;
+    crate::membership::check_change(registry.node_id, channel, &checked.consenters)
 }
 
 /// `AlreadyOrdered` if the tx is in this node's blocks. `vouch`: this node would propose the

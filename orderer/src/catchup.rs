@@ -61,7 +61,7 @@ pub async fn run(
     let mut status = channel.status.clone();
     let mut heights = channel.store.subscribe();
     let mut backoff = BACKOFF_MIN;
-    let endpoints = channel.config.orderer_endpoints().to_vec();
+    let endpoints = channel.config().orderer_endpoints().to_vec();
     let mut start_at = 0usize;
     loop {
         let target = status.borrow_and_update().next_block;
@@ -174,7 +174,7 @@ async fn pull(
             number,
             previous_hash: previous,
         };
-        verify_pulled(&channel.config, &block, expected).map_err(|source| PullError::Verify {
+        verify_pulled(&channel.config(), &block, expected).map_err(|source| PullError::Verify {
             endpoint: endpoint.to_owned(),
             source,
         })?;

@@ -22,14 +22,18 @@ use crate::metrics::Metrics;
 /// One channel as this node runs it.
 pub struct ChannelRuntime {
     pub id: String,
-    pub config: Arc<Channel>,
+    /// The config in force (it changes when a config block is applied).
+    pub config: watch::Receiver<Arc<Channel>>,
     pub raft: Raft,
     pub store: BlockStore,
     pub proposer: Proposer,
     pub status: watch::Receiver<SmStatus>,
-    pub limits: BatchLimits,
     /// How this node's Raft for the channel started, and whether it may vote yet.
     pub rejoin: Rejoin,
+    /// When each other member last answered this node's Raft messages.
+    pub liveness: Arc<crate::membership::Liveness>,
+    /// 0 while this node is a consenter; else 1 + the config sequence that removed it.
+    removed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ChannelRuntime {
@@ -42,9 +46,53 @@ impl std::fmt::Debug for ChannelRuntime {
 }
 
 impl ChannelRuntime {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        config: watch::Receiver<Arc<Channel>>,
+        raft: Raft,
+        store: BlockStore,
+        proposer: Proposer,
+        status: watch::Receiver<SmStatus>,
+        rejoin: Rejoin,
+        liveness: Arc<crate::membership::Liveness>,
+    ) -> Self {
+        ChannelRuntime {
+            id,
+            config,
+            raft,
+            store,
+            proposer,
+            status,
+            rejoin,
+            liveness,
+            removed: 0.into(),
+        }
+    }
+
+    /// Records that a config update removed this node from the consenters.
+    pub fn mark_removed(&self, sequence: u64) {
+        self.removed.store(sequence + 1, Ordering::SeqCst);
+    }
+
+    /// The config sequence that removed this node from the consenters, if one did.
+    pub fn removed_at(&self) -> Option<u64> {
+        self.removed.load(Ordering::SeqCst).checked_sub(1)
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Channel> {
+        self.config.borrow().clone()
+    }
+
+    /// Batch limits of the config in force.
+    pub fn limits(&self) -> BatchLimits {
+        BatchLimits::from_config(&self.config().batch_size())
+    }
+
     /// Whether `cert_der` is the client TLS certificate of a consenter of this channel.
     pub fn is_pinned_consenter(&self, cert_der: &[u8]) -> bool {
-        self.config
+        self.config()
             .consenters()
             .iter()
             .any(|c| c.client_tls_cert == cert_der)

@@ -100,7 +100,7 @@ async fn serve_request(registry: &Registry, envelope: &Envelope, tx: &Tx) -> Res
     let Some(channel) = registry.get(&channel_id) else {
         return Ok(Status::NotFound);
     };
-    let verified = match verify_envelope(&channel.config, envelope, registry.now_unix()) {
+    let verified = match verify_envelope(&channel.config(), envelope, registry.now_unix()) {
         Ok(v) => v,
         Err(e) => {
             tracing::debug!(error = %e, "deliver request refused");
@@ -115,7 +115,7 @@ async fn serve_request(registry: &Registry, envelope: &Envelope, tx: &Tx) -> Res
         return Ok(Status::BadRequest);
     }
     if !matches!(
-        channel.config.evaluate(READERS, &[verified.signer()]),
+        channel.config().evaluate(READERS, &[verified.signer()]),
         Ok(true)
     ) {
         return Ok(Status::Forbidden);

@@ -26,6 +26,7 @@ pub mod channels;
 pub mod consensus;
 pub mod cutter;
 pub mod deliver;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod ops;

@@ -175,12 +175,11 @@ impl Node {
                 &clients,
             )
             .await?;
-            let timeout = Duration::from_millis(runtime.config.batch_timeout_ms());
             background.push(tokio::spawn(proposer::batch_timer(
                 runtime.raft.clone(),
                 config.node_id,
                 runtime.status.clone(),
-                timeout,
+                runtime.config.clone(),
             )));
             channels.insert(runtime.id.clone(), Arc::new(runtime));
         }
@@ -193,6 +192,10 @@ impl Node {
             clock_skew_secs: 0.into(),
         });
         for channel in registry.channels.values() {
+            background.push(tokio::spawn(crate::membership::run(
+                channel.clone(),
+                config.node_id,
+            )));
             background.push(tokio::spawn(catchup::run(
                 registry.clone(),
                 channel.clone(),
@@ -236,12 +239,19 @@ impl Node {
         let waits = self.registry.channels.values().map(|ch| {
             let mut metrics = ch.raft.metrics();
             let id = ch.id.clone();
+            let ch = ch.clone();
             Box::pin(async move {
                 loop {
                     if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                        return format!("channel {id}: raft stopped: {fatal}");
+                        if ch.removed_at().is_none() {
+                            return format!("channel {id}: raft stopped: {fatal}");
+                        }
                     }
                     if metrics.changed().await.is_err() {
+                        if ch.removed_at().is_some() {
+                            // Stopped on purpose: this node was removed from the channel.
+                            return std::future::pending().await;
+                        }
                         return format!("channel {id}: raft stopped");
                     }
                 }
@@ -311,10 +321,12 @@ async fn start_channel(
         .map(|c| (c.id, BasicNode::new(format!("{}:{}", c.host, c.port))))
         .collect();
     if !members.contains_key(&config.node_id) {
-        return Err(NodeError::NotConsenter {
-            channel: id,
-            node_id: config.node_id,
-        });
+        tracing::info!(
+            channel = %id,
+            node_id = config.node_id,
+            "not a consenter in the config this node starts from: it waits for the leader to \
+             add it as a learner (a config update naming it as a consenter)"
+        );
     }
     let raft_err = |reason: String| NodeError::Raft {
         channel: id.clone(),
@@ -329,6 +341,7 @@ async fn start_channel(
     let mut sm = StateMachine::open(store.clone(), &id, &genesis, identity, limits)
         .map_err(|e| storage(e.to_string()))?;
     let status = sm.subscribe();
+    let live_config = sm.config_watch();
     let mut log = LogStore::open(db, &id).map_err(|e| storage(e.to_string()))?;
     // A crash during a snapshot install can leave the log purged past the state machine.
     let (applied, _) = sm
@@ -373,26 +386,27 @@ async fn start_channel(
     }
     .validate()
     .map_err(|e| raft_err(e.to_string()))?;
+    let liveness = Arc::new(crate::membership::Liveness::default());
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(&id, clients.clone()),
+        Network::new(&id, clients.clone(), liveness.clone()),
         log,
         sm,
     )
     .await
     .map_err(|e| raft_err(e.to_string()))?;
     let proposer = Proposer::spawn(id.clone(), raft.clone(), clients.clone());
-    Ok(ChannelRuntime {
+    Ok(ChannelRuntime::new(
         id,
-        config: Arc::new(channel),
+        live_config,
         raft,
         store,
         proposer,
         status,
-        limits,
-        rejoin: rejoin::Rejoin::new(start),
-    })
+        rejoin::Rejoin::new(start),
+        liveness,
+    ))
 }
 
 fn spawn_servers(
@@ -414,14 +428,10 @@ fn spawn_servers(
         Arc::new(move || -> StopFuture { Box::pin(signal(&stop)) })
     };
     let serve_err = |e: tonic::transport::Error| NodeError::Serve(e.to_string());
-    let message_max = registry
-        .channels
-        .values()
-        // Twice the channel limit, so an envelope somewhat over it still reaches Broadcast and
-        // gets its typed refusal; beyond this the transport answers OUT_OF_RANGE.
-        .map(|c| 2 * c.limits.bytes_absolute_max as usize + 64 * 1024)
-        .max()
-        .unwrap_or(4 * 1024 * 1024);
+    // Twice the largest limit any channel config may set, so an envelope somewhat over its
+    // channel's limit still reaches Broadcast and gets its typed refusal, whatever a config
+    // update does to the limit; beyond this the transport answers OUT_OF_RANGE.
+    let message_max = 2 * shared_proto::channel::BYTES_ABSOLUTE_MAX_CEILING as usize + 64 * 1024;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     drop(health_reporter);
     let broadcast = AtomicBroadcastServer::new(AtomicBroadcastService {

@@ -38,6 +38,9 @@ pub async fn serve(
 pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
     let mut reasons = Vec::new();
     for (id, ch) in &registry.channels {
+        if ch.removed_at().is_some() {
+            continue; // a channel this node was removed from is reported in /status
+        }
         if let Some(reason) = raft_not_ready(registry.node_id, ch) {
             reasons.push(format!("channel {id}: {reason}"));
         }
@@ -112,6 +115,8 @@ async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
                 "last_block_hash": last_hash,
                 "leader": ch.leader(),
                 "pending": ch.status.borrow().pending,
+                "config_sequence": ch.status.borrow().config_sequence,
+                "role": crate::membership::role(registry.node_id, ch),
                 "raft": {
                     "term": raft.current_term,
                     "last_log_index": raft.last_log_index,

@@ -133,7 +133,7 @@ impl ClusterService {
         let channel = self.channel_for(request, channel_id)?;
         let cert = caller_cert(request);
         let id = channel
-            .config
+            .config()
             .consenters()
             .iter()
             .find(|c| c.client_tls_cert == cert)
@@ -362,7 +362,7 @@ impl AdminService {
             .ok_or(AdminAuthError::UnknownChannel(channel_id))?
             .clone();
         let now = self.registry.now_unix();
-        let verified = verify_envelope(&channel.config, envelope, now)?;
+        let verified = verify_envelope(&channel.config(), envelope, now)?;
         if verified.header_type != HeaderType::OrdererAdmin {
             return Err(AdminAuthError::WrongType(verified.header_type));
         }
@@ -375,7 +375,8 @@ impl AdminService {
             });
         }
         let creator = &verified.creator;
-        let orderer_orgs = channel.config.orderer_orgs();
+        let config = channel.config();
+        let orderer_orgs = config.orderer_orgs();
         if creator.role != shared_proto::msp::Role::Admin || !orderer_orgs.contains(&creator.msp_id)
         {
             return Err(AdminAuthError::NotOrdererAdmin {
@@ -386,8 +387,7 @@ impl AdminService {
                 role: creator.role,
             });
         }
-        let roots = channel
-            .config
+        let roots = config
             .config()
             .orderer_orgs
             .iter()

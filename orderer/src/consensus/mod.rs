@@ -73,6 +73,9 @@ pub struct Response {
     pub refused_at: Vec<u32>,
     /// Envelopes dropped because their tx id was accepted recently (a client's retry).
     pub duplicates_dropped: u32,
+    /// Config updates refused when applied (position, why), e.g. one built on a sequence
+    /// another update changed first. Also listed in `refused_at`.
+    pub config_refused: Vec<(u32, String)>,
 }
 
 /// Encodes values stored on disk or sent between orderers (postcard, versioned by prefix byte).

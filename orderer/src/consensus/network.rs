@@ -115,14 +115,21 @@ pub struct Network {
     clients: ClusterClients,
     /// Per peer: the slot an AppendEntries holds while it crosses.
     crossings: Arc<Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// When each peer last answered (for the membership checks).
+    liveness: Arc<crate::membership::Liveness>,
 }
 
 impl Network {
-    pub fn new(channel_id: &str, clients: ClusterClients) -> Self {
+    pub fn new(
+        channel_id: &str,
+        clients: ClusterClients,
+        liveness: Arc<crate::membership::Liveness>,
+    ) -> Self {
         Network {
             channel_id: channel_id.to_owned(),
             clients,
             crossings: Arc::default(),
+            liveness,
         }
     }
 }
@@ -135,6 +142,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channel_id: self.channel_id.clone(),
             target,
             client: self.clients.client(&node.addr).map_err(Arc::new),
+            liveness: self.liveness.clone(),
             crossing: self
                 .crossings
                 .lock()
@@ -158,6 +166,7 @@ pub struct Connection {
     /// Held by the AppendEntries crossing to this peer, shared by every connection openraft
     /// opens to it for this channel.
     crossing: Arc<tokio::sync::Mutex<()>>,
+    liveness: Arc<crate::membership::Liveness>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -201,6 +210,7 @@ impl Connection {
         E: std::error::Error + for<'de> serde::Deserialize<'de>,
     {
         let response = response.map_err(|s| transport_error(&s))?;
+        self.liveness.heard(self.target);
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(&response.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

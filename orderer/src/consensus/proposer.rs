@@ -312,8 +312,14 @@ async fn write_as_leader(raft: &impl Consensus, batch: Vec<Submission>) {
         Err(err) => return answer_all(done, &err),
     };
     let refused = &response.data.refused_at;
+    let config_refused = &response.data.config_refused;
     for (i, d) in done.into_iter().enumerate() {
-        let result = if refused.contains(&(i as u32)) {
+        let result = if let Some((_, why)) = config_refused.iter().find(|(p, _)| *p == i as u32) {
+            Err(ProposeError::Refused {
+                status: Status::BadRequest,
+                message: format!("config update refused when applied: {why}"),
+            })
+        } else if refused.contains(&(i as u32)) {
             Err(ProposeError::Refused {
                 status: Status::RequestEntityTooLarge,
                 message: "the envelope exceeds the channel's bytes_absolute_max".into(),
@@ -413,12 +419,14 @@ pub async fn batch_timer(
     raft: Raft,
     node_id: NodeId,
     mut status: watch::Receiver<SmStatus>,
-    timeout: Duration,
+    config: watch::Receiver<std::sync::Arc<shared_proto::channel::Channel>>,
 ) {
     // (block number, when we first saw envelopes pending for it, next time to act)
     let mut tracking: Option<(u64, Instant)> = None;
     loop {
         let st = status.borrow_and_update().clone();
+        // The config in force sets the timeout (a config block may change it).
+        let timeout = Duration::from_millis(config.borrow().batch_timeout_ms());
         if st.pending == 0 {
             tracking = None;
             if status.changed().await.is_err() {

@@ -201,6 +201,7 @@ async fn envelope_the_cutter_refused_is_answered_by_its_position() {
         envelopes_refused: 1,
         refused_at: vec![1],
         duplicates_dropped: 0,
+        config_refused: Vec::new(),
     }));
     let proposer = Proposer::spawn("ch".into(), raft, clients);
     let (a, b, c) = futures::join!(

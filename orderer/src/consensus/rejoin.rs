@@ -161,12 +161,27 @@ impl Rejoin {
 /// leaves the leader to bring it in (joined). Runs once, after the node's servers are up.
 pub async fn run(channel: Arc<ChannelRuntime>, me: NodeId, clients: ClusterClients) {
     let members: BTreeMap<NodeId, BasicNode> = channel
-        .config
+        .config()
         .consenters()
         .iter()
         .map(|c| (c.id, BasicNode::new(format!("{}:{}", c.host, c.port))))
         .collect();
-    let start = decide(&channel.id, me, &members, &clients).await;
+    // A node the config does not name as a consenter (it is being added) must never
+    // initialize: it waits until a consenter holding Raft state answers, then the leader adds
+    // it as a learner.
+    let member = members.contains_key(&me);
+    let start = loop {
+        let start = decide(&channel.id, me, &members, &clients).await;
+        if member || matches!(start, RaftStart::Joined { .. }) {
+            break start;
+        }
+        tracing::info!(
+            channel = %channel.id,
+            "not a consenter of the config this node started from, and no consenter with Raft \
+             state answered yet; asking again"
+        );
+        tokio::time::sleep(ROUND_PAUSE).await;
+    };
     match start {
         RaftStart::FirstBoot => {
             // Every consenter initialises with the same membership from the genesis block;

@@ -2,7 +2,15 @@
 //! the blocks it cuts.
 //!
 //! State = chain tip (next block number, previous hash), pending envelopes, the retry window
-//! ([`super::dedup`]), last applied log id and membership. One apply writes the blocks it cut
+//! ([`super::dedup`]), the channel config in force and the number of the block that set it,
+//! last applied log id and membership.
+//!
+//! Config updates: a `CONFIG_UPDATE` envelope is checked again when applied, against the config
+//! in force then and at [`ANY_TIME`] (every node reaches the same verdict; two updates built on
+//! the same sequence race, and the second is refused here). An accepted one cuts whatever is
+//! pending into a block, then a block of its own (the config block); from then on the new
+//! config governs batch limits, the retry window and every block's `last_config_index`, and
+//! the node's readers see it through [`StateMachine::config_watch`]. One apply writes the blocks it cut
 //! and their tx-id index entries in one atomic fjall batch; the state itself is persisted only
 //! as snapshots (it holds up to 2 MiB of pending envelopes and the retry window, too much to
 //! rewrite on every apply). On restart the state machine resumes from its latest snapshot and
@@ -23,11 +31,17 @@ use openraft::RaftSnapshotBuilder;
 use openraft::SnapshotMeta;
 use openraft::StorageError;
 use openraft::StorageIOError;
+use prost::Message as _;
 use serde::Deserialize;
 use serde::Serialize;
 use shared_proto::block;
+use shared_proto::channel::Channel;
+use shared_proto::config_update;
+use shared_proto::config_update::ANY_TIME;
 use shared_proto::msp::SigningIdentity;
 use shared_proto::pb::common::Block;
+use shared_proto::pb::common::HeaderType;
+use shared_proto::pb::config::ChannelConfig;
 use tokio::sync::watch;
 
 use super::decode;
@@ -40,7 +54,7 @@ use super::Request;
 use super::Response;
 use super::StoredMembership;
 use super::TypeConfig;
-use crate::block_store::tx_id_of;
+use crate::block_store::header_of;
 use crate::block_store::BlockStore;
 use crate::block_store::BlockStoreError;
 use crate::cutter::BatchLimits;
@@ -62,6 +76,10 @@ pub struct SmState {
     pub cutter: BlockCutter,
     /// Tx ids accepted recently, to drop retried envelopes deterministically.
     pub recent: RecentTxIds,
+    /// The encoded config in force; empty while it is the genesis block's.
+    pub config: serde_bytes::ByteBuf,
+    /// Number of the block that set the config in force (0: genesis).
+    pub last_config_block: u64,
 }
 
 /// What other tasks (time-to-cut timer, catch-up, readiness) watch.
@@ -71,6 +89,8 @@ pub struct SmStatus {
     pub tip_hash: Vec<u8>,
     pub pending: usize,
     pub last_applied_index: Option<u64>,
+    pub config_sequence: u64,
+    pub last_config_block: u64,
 }
 
 impl SmState {
@@ -80,6 +100,8 @@ impl SmState {
             tip_hash: self.tip_hash.clone(),
             pending: self.cutter.pending_count(),
             last_applied_index: self.last_applied.map(|l| l.index),
+            config_sequence: 0,
+            last_config_block: self.last_config_block,
         }
     }
 }
@@ -100,11 +122,16 @@ pub struct StateMachine {
     /// install among them), and the stored snapshot must only ever move forward.
     snapshot_lock: Arc<std::sync::Mutex<()>>,
     signer: Arc<SigningIdentity>,
+    /// The genesis config and its batch limits (tests may give others).
+    genesis: (Arc<Channel>, BatchLimits),
+    /// Batch limits of the config in force.
     limits: BatchLimits,
-    /// The channel's `retry_window_txs`.
+    /// The `retry_window_txs` of the config in force.
     retry_window: usize,
     state: SmState,
     status: watch::Sender<SmStatus>,
+    /// The config in force, for every reader on this node.
+    config: watch::Sender<Arc<Channel>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -126,7 +153,8 @@ fn sm_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 impl StateMachine {
     /// Opens the channel's state machine. On a pristine node, stores `genesis` as block 0 and
-    /// starts the chain after it.
+    /// starts the chain after it. `limits` are the genesis config's batch limits (tests may
+    /// give others); a later config's come from that config.
     pub fn open(
         store: BlockStore,
         channel_id: &str,
@@ -168,15 +196,14 @@ impl StateMachine {
                 }
             }
         };
-        let retry_window = shared_proto::channel::Channel::from_config_block(genesis)
-            .map(|c| c.retry_window_txs() as usize)
-            .map_err(|e| BlockStoreError::Corrupt {
+        let genesis_channel = Arc::new(Channel::from_config_block(genesis).map_err(|e| {
+            BlockStoreError::Corrupt {
                 number: 0,
                 reason: format!("genesis config: {e}"),
-            })?;
-        let status = watch::Sender::new(state.status());
-        Ok(StateMachine {
-            retry_window,
+            }
+        })?);
+        let mut sm = StateMachine {
+            retry_window: 0,
             snapshot_lock: Arc::default(),
             channel_id: channel_id.to_owned(),
             db,
@@ -184,9 +211,91 @@ impl StateMachine {
             store,
             signer,
             limits,
+            config: watch::Sender::new(genesis_channel.clone()),
+            genesis: (genesis_channel, limits),
+            status: watch::Sender::new(state.status()),
             state,
-            status,
-        })
+        };
+        sm.load_config().map_err(|e| BlockStoreError::Corrupt {
+            number: sm.state.last_config_block,
+            reason: format!("config in the state machine snapshot: {e}"),
+        })?;
+        sm.status.send_replace(sm.status());
+        Ok(sm)
+    }
+
+    /// The config in force, as it changes (a config block applied, a snapshot installed).
+    pub fn config_watch(&self) -> watch::Receiver<Arc<Channel>> {
+        self.config.subscribe()
+    }
+
+    /// Makes the config recorded in the state the one in force.
+    fn load_config(&mut self) -> std::result::Result<(), shared_proto::channel::ChannelError> {
+        let (channel, limits) = if self.state.config.is_empty() {
+            self.genesis.clone()
+        } else {
+            let config = ChannelConfig::decode(self.state.config.as_slice()).map_err(|e| {
+                shared_proto::channel::ChannelError::Decode {
+                    what: "channel config",
+                    reason: e.to_string(),
+                }
+            })?;
+            let channel = Arc::new(Channel::from_config(config)?);
+            let limits = BatchLimits::from_config(&channel.batch_size());
+            (channel, limits)
+        };
+        self.set_config(channel, limits);
+        Ok(())
+    }
+
+    fn set_config(&mut self, channel: Arc<Channel>, limits: BatchLimits) {
+        self.limits = limits;
+        self.retry_window = channel.retry_window_txs() as usize;
+        self.config.send_replace(channel);
+    }
+
+    fn status(&self) -> SmStatus {
+        SmStatus {
+            config_sequence: self.config.borrow().sequence(),
+            ..self.state.status()
+        }
+    }
+
+    /// Applies one `CONFIG_UPDATE` envelope: checked against the config in force at
+    /// [`ANY_TIME`]; if it passes, the pending envelopes are cut, then the config block.
+    fn apply_config_update(
+        &mut self,
+        wb: &mut fjall::OwnedWriteBatch,
+        envelope: Vec<u8>,
+        response: &mut Response,
+    ) -> std::result::Result<(), String> {
+        let data = shared_proto::envelope::decode_envelope(&envelope)
+            .ok()
+            .and_then(|e| shared_proto::pb::common::Payload::decode(e.payload.as_slice()).ok())
+            .map(|p| p.data)
+            .unwrap_or_default();
+        let current = self.config.borrow().clone();
+        let checked =
+            config_update::check_update(&current, &data, ANY_TIME).map_err(|e| e.to_string())?;
+        if self.state.cutter.pending_count() > 0 {
+            let batch = self.state.cutter.cut();
+            self.cut_block(wb, batch);
+            response.blocks_cut += 1;
+        }
+        self.state.last_config_block = self.state.next_block;
+        self.cut_block(wb, vec![envelope]);
+        response.blocks_cut += 1;
+        self.state.config = serde_bytes::ByteBuf::from(checked.channel.config().encode_to_vec());
+        let limits = BatchLimits::from_config(&checked.channel.batch_size());
+        tracing::info!(
+            channel = %self.channel_id,
+            sequence = checked.channel.sequence(),
+            block = self.state.last_config_block,
+            consenters = ?checked.consenters,
+            "config block applied"
+        );
+        self.set_config(Arc::new(checked.channel), limits);
+        Ok(())
     }
 
     pub fn subscribe(&self) -> watch::Receiver<SmStatus> {
@@ -196,7 +305,12 @@ impl StateMachine {
     /// Cuts `batch` into the next block, signs it and stages it into `wb`.
     fn cut_block(&mut self, wb: &mut fjall::OwnedWriteBatch, batch: Vec<Vec<u8>>) {
         let number = self.state.next_block;
-        let mut b = block::new_block(number, self.state.tip_hash.clone(), batch, 0);
+        let mut b = block::new_block(
+            number,
+            self.state.tip_hash.clone(),
+            batch,
+            self.state.last_config_block,
+        );
         block::sign_block(&mut b, &self.channel_id, &self.signer);
         // A block built here always has a header: new_block sets it.
         let hash = block::header_hash(&b)
@@ -232,9 +346,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(Request::Envelopes(envelopes)) => {
                     for (position, env) in envelopes.into_iter().enumerate() {
-                        let key = tx_id_of(&env).map(|id| RecentTxIds::key(&id));
+                        let header = header_of(&env);
+                        let key = header.as_ref().map(|(id, _)| RecentTxIds::key(id));
                         if key.is_some_and(|k| self.state.recent.contains(&k)) {
                             response.duplicates_dropped += 1;
+                            continue;
+                        }
+                        if header.is_some_and(|(_, t)| t == HeaderType::ConfigUpdate as i32) {
+                            match self.apply_config_update(&mut wb, env.into_vec(), &mut response) {
+                                Ok(()) => {
+                                    if let Some(k) = key {
+                                        self.state.recent.insert(k, self.retry_window);
+                                    }
+                                }
+                                Err(reason) => {
+                                    response.refused_at.push(position as u32);
+                                    response.config_refused.push((position as u32, reason));
+                                }
+                            }
                             continue;
                         }
                         let ordered = self.state.cutter.ordered(&self.limits, env.into_vec());
@@ -267,7 +396,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             wb.commit().map_err(sm_write)?;
             self.store.advance().map_err(sm_write)?;
         }
-        self.status.send_replace(self.state.status());
+        self.status.send_replace(self.status());
         Ok(responses)
     }
 
@@ -309,6 +438,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         self.state = state;
+        self.load_config().map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
+        })?;
         self.db.persist(PersistMode::SyncAll).map_err(sm_write)?;
         tracing::info!(
             channel = %self.channel_id,
@@ -316,7 +448,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             have = self.store.height(),
             "installed snapshot; missing blocks will be pulled from other orderers"
         );
-        self.status.send_replace(self.state.status());
+        self.status.send_replace(self.status());
         Ok(())
     }
 

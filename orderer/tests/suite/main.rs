@@ -10,6 +10,7 @@ mod catchup_expired_certs;
 mod catchup_history;
 mod cluster;
 mod common;
+mod config_updates;
 mod deliver_checks;
 mod forwarded;
 mod grpcio_client;

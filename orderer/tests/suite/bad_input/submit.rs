@@ -157,10 +157,12 @@ fn submit_catalogue(cluster: &TestCluster) -> Vec<Case> {
         oversized.counted_as = Some(Status::RequestEntityTooLarge);
         cases.push(oversized);
     }
-    // Past the transport cap the frame is refused before the service runs: OUT_OF_RANGE.
+    // Past the transport cap (twice the largest limit a config may set) the frame is refused
+    // before the service runs: OUT_OF_RANGE.
+    let cap = 2 * shared_proto::channel::BYTES_ABSOLUTE_MAX_CEILING as usize;
     cases.push(Case {
-        name: "envelope past twice the limit -> OUT_OF_RANGE from the transport",
-        envelope: cluster.envelope(&vec![b'y'; 2 * ABSOLUTE_MAX + 1024 * 1024]),
+        name: "envelope past twice the limit ceiling -> OUT_OF_RANGE from the transport",
+        envelope: cluster.envelope(&vec![b'y'; cap + 1024 * 1024]),
         codes: vec![Code::OutOfRange],
         says: vec!["limit".into()],
         counted_as: None,

@@ -3,6 +3,7 @@
 //! material from the generator in a temp dir. Clients speak gRPC over TLS like any client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod config;
 pub mod processes;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,9 @@ pub struct ClusterOptions {
     /// When set, every certificate expires this many seconds after the cluster starts
     /// (material issued almost a day ago, valid for one day); otherwise valid for 30 days.
     pub certificates_expire_in_secs: Option<i64>,
+    /// Orderers generated (material, configs) but neither started nor in the genesis
+    /// consenters: nodes to add by config update. Their indexes follow the others'.
+    pub spare_orderers: usize,
 }
 
 impl Default for ClusterOptions {
@@ -81,6 +85,7 @@ impl Default for ClusterOptions {
             entries_kept_after_snapshot: 500,
             retry_window_txs: 0,
             certificates_expire_in_secs: None,
+            spare_orderers: 0,
         }
     }
 }
@@ -132,13 +137,16 @@ pub struct TestCluster {
     pub client: SigningIdentity,
     tls_ca: Vec<u8>,
     client_tls: Identity,
+    /// The consenter entries of the spare orderers (`ClusterOptions::spare_orderers`).
+    pub spare_consenters: Vec<shared_proto::pb::config::Consenter>,
 }
 
 impl TestCluster {
     pub fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         // Bind every port first so the genesis block can name them; keep them until start.
-        let held: Vec<(StdListener, StdListener, StdListener)> = (0..opts.orderers)
+        let held: Vec<(StdListener, StdListener, StdListener)> = (0..opts.orderers
+            + opts.spare_orderers)
             .map(|_| (free_listener(), free_listener(), free_listener()))
             .collect();
         let ports: Vec<Ports> = held
@@ -205,6 +213,7 @@ impl TestCluster {
             None => now_unix(),
         };
         let generated = material::generate(&spec, &dir.path().join("net"), issued)?;
+        let spare_consenters = config::set_aside_spares(&generated, opts.orderers)?;
         let genesis = Block::decode(std::fs::read(&generated.channels[0].1)?.as_slice())?;
         let channel = Arc::new(Channel::from_config_block(&genesis)?);
         let user = generated.user("Org1MSP", "User1").context("user")?;
@@ -250,8 +259,9 @@ impl TestCluster {
             client,
             tls_ca,
             client_tls,
+            spare_consenters,
         };
-        for i in 0..cluster.nodes.len() {
+        for i in 0..opts.orderers {
             cluster.start_node(i)?;
         }
         Ok(cluster)
