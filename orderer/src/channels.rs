@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::block_store::BlockStore;
 use crate::broadcast::InFlightBytes;
+use crate::consensus::heard::HeardFrom;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::rejoin::Rejoin;
 use crate::consensus::state_machine::SmStatus;
@@ -30,6 +31,8 @@ pub struct ChannelRuntime {
     pub limits: BatchLimits,
     /// How this node's Raft for the channel started, and whether it may vote yet.
     pub rejoin: Rejoin,
+    /// When each other consenter's Raft last answered this node (the `active_nodes` metric).
+    pub heard: Arc<HeardFrom>,
 }
 
 impl std::fmt::Debug for ChannelRuntime {

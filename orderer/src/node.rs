@@ -33,6 +33,8 @@ use crate::catchup;
 use crate::channels::system_clock;
 use crate::channels::ChannelRuntime;
 use crate::channels::Registry;
+use crate::consensus::heard::HeardFrom;
+use crate::consensus::heard::HeardNetwork;
 use crate::consensus::log_store::LogStore;
 use crate::consensus::log_store::Reconciled;
 use crate::consensus::network::ClusterClients;
@@ -176,6 +178,9 @@ impl Node {
             )
             .await?;
             let timeout = Duration::from_millis(runtime.config.batch_timeout_ms());
+            background.push(tokio::spawn(
+                metrics.count_leader_changes(&runtime.id, runtime.raft.metrics()),
+            ));
             background.push(tokio::spawn(proposer::batch_timer(
                 runtime.raft.clone(),
                 config.node_id,
@@ -373,10 +378,11 @@ async fn start_channel(
     }
     .validate()
     .map_err(|e| raft_err(e.to_string()))?;
+    let heard = Arc::new(HeardFrom::default());
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(&id, clients.clone()),
+        HeardNetwork::new(Network::new(&id, clients.clone()), heard.clone()),
         log,
         sm,
     )
@@ -392,6 +398,7 @@ async fn start_channel(
         status,
         limits,
         rejoin: rejoin::Rejoin::new(start),
+        heard,
     })
 }
 

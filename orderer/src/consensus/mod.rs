@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod dedup;
+pub mod heard;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
