@@ -59,8 +59,27 @@ impl Liveness {
 
     /// Whether `node` answered within `bound`.
     pub fn recent(&self, node: NodeId, bound: Duration) -> bool {
-        let map = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&node).is_some_and(|t| t.elapsed() <= bound)
+        self.active([node].into_iter(), 0, Instant::now(), bound) == 1
+    }
+
+    /// How many of `voters` answered within `bound` before `now`, counting `this_node` (which
+    /// hears itself) when it is a voter (the `active_nodes` metric).
+    pub fn active(
+        &self,
+        voters: impl Iterator<Item = NodeId>,
+        this_node: NodeId,
+        now: Instant,
+        bound: Duration,
+    ) -> usize {
+        let last = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
+        voters
+            .filter(|v| {
+                *v == this_node
+                    || last
+                        .get(v)
+                        .is_some_and(|t| now.saturating_duration_since(*t) <= bound)
+            })
+            .count()
     }
 }
 
@@ -314,5 +333,30 @@ async fn reconcile(
         Ok(Ok(_)) => tracing::info!(channel = %channel.id, "membership: {what}: committed"),
         Ok(Err(e)) => tracing::warn!(channel = %channel.id, error = %e, "membership: {what}"),
         Err(_) => tracing::warn!(channel = %channel.id, "membership: {what}: timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_counts_this_node_and_voters_heard_within_the_bound() {
+        let heard = Liveness::default();
+        let bound = Duration::from_secs(1);
+        heard.heard(2);
+        heard.heard(4); // not a voter
+        let now = Instant::now();
+        assert_eq!(heard.active([1, 2, 3].into_iter(), 1, now, bound), 2);
+        assert_eq!(heard.active([2, 3].into_iter(), 1, now, bound), 1);
+        let later = now + Duration::from_secs(2);
+        assert_eq!(heard.active([1, 2, 3].into_iter(), 1, later, bound), 1);
+        heard.heard(3);
+        assert_eq!(
+            heard.active([1, 2, 3].into_iter(), 1, Instant::now(), bound),
+            3
+        );
+        assert!(heard.recent(3, bound));
+        assert!(!heard.recent(1, bound));
     }
 }

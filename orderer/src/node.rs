@@ -175,6 +175,9 @@ impl Node {
                 &clients,
             )
             .await?;
+            background.push(tokio::spawn(
+                metrics.count_leader_changes(&runtime.id, runtime.raft.metrics()),
+            ));
             background.push(tokio::spawn(proposer::batch_timer(
                 runtime.raft.clone(),
                 config.node_id,

@@ -1,7 +1,8 @@
 //! Operations endpoint (HTTP): `/healthz` (the process serves), `/readyz` (for every channel:
 //! a follower knows a Raft leader, a leader has heard from a quorum within
 //! [`crate::consensus::quorum_silence_max`], and this node holds every block its state machine
-//! has cut; the body names each reason otherwise), `/metrics` (Prometheus text).
+//! has cut; the body names each reason otherwise), `/metrics` (Prometheus text, see
+//! `docs/metrics.md`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,19 +133,8 @@ async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     let m: &Metrics = &registry.metrics;
-    for (id, ch) in &registry.channels {
-        let label = Metrics::channel(id);
-        let raft = ch.raft.metrics().borrow().clone();
-        m.height.get_or_create(&label).set(ch.store.height() as i64);
-        m.is_leader
-            .get_or_create(&label)
-            .set(i64::from(raft.current_leader == Some(registry.node_id)));
-        m.raft_term
-            .get_or_create(&label)
-            .set(raft.current_term as i64);
-        m.pending_envelopes
-            .get_or_create(&label)
-            .set(ch.status.borrow().pending as i64);
+    for ch in registry.channels.values() {
+        m.refresh(registry.node_id, ch);
     }
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &m.registry) {

@@ -15,6 +15,7 @@ mod deliver_checks;
 mod forwarded;
 mod grpcio_client;
 mod memory_bound;
+mod metrics;
 mod pending_writes;
 mod process;
 mod process_kill;
