@@ -230,9 +230,6 @@ fn start_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_3_to_5_and_shrink_back_to_3_removing_the_original_leader_under_load() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
     let mut cluster = TestCluster::start(ClusterOptions {
         spare_orderers: 2,
         ..Default::default()

@@ -10,7 +10,8 @@
 //! - Submit, NOT_FOUND: a channel this orderer does not serve.
 //! - Submit, PERMISSION_DENIED: unknown org, foreign CA, expired or not yet valid certificate,
 //!   bad, missing, other-purpose or other-signer signature, creator not a Writer.
-//! - Submit, FAILED_PRECONDITION: CONFIG, CONFIG_UPDATE, DELIVER_SEEK_INFO envelopes.
+//! - Submit, FAILED_PRECONDITION: CONFIG, DELIVER_SEEK_INFO envelopes; INVALID_ARGUMENT: a
+//!   CONFIG_UPDATE whose data is not a config update (the rest: `config_updates.rs`).
 //! - Submit, ALREADY_EXISTS: a tx id already in a block.
 //! - Broadcast: the same refusals in band (BAD_REQUEST, FORBIDDEN, NOT_FOUND, CONFLICT,
 //!   REQUEST_ENTITY_TOO_LARGE), answers in order, the stream stays open.

@@ -263,10 +263,10 @@ fn submit_catalogue(cluster: &TestCluster) -> Vec<Case> {
         &["cannot be broadcast"],
     ));
     cases.push(case(
-        "CONFIG_UPDATE envelope -> FAILED_PRECONDITION",
+        "CONFIG_UPDATE envelope whose data is not a ConfigUpdate -> INVALID_ARGUMENT",
         signed(client, HeaderType::ConfigUpdate, CHANNEL, b"config update"),
-        Code::FailedPrecondition,
-        &["cannot be broadcast"],
+        Code::InvalidArgument,
+        &["malformed config update"],
     ));
     cases.push(case(
         "DELIVER_SEEK_INFO envelope sent to Submit -> FAILED_PRECONDITION",
