@@ -9,7 +9,14 @@
 //!
 //! One submodule per kind of node (`orderer.rs`, `peer.rs`), the loader (`load.rs`); what
 //! both share is here.
+//!
+//! Where a node listens (`listen_address`, `cluster_listen_address`, `gossip_listen_address`),
+//! the address it advertises (an orderer's consenter host and port and its entry in
+//! `orderer_endpoints` in the channel config; a peer's `gossip.external_endpoint`) and the
+//! address it dials for another node (`address_overrides`, see [`AddressOverride`]) are
+//! separate settings.
 
+mod address;
 mod load;
 mod orderer;
 mod peer;
@@ -21,6 +28,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::Serialize;
 
+pub use address::AddressOverride;
 pub use load::load_toml;
 pub use orderer::OrdererConfig;
 pub use orderer::RaftSettings;

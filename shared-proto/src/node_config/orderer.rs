@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::Serialize;
 
+use super::address::validate_overrides;
+use super::address::AddressOverride;
 use super::common_files;
 use super::invalid;
 use super::load_toml;
@@ -68,6 +70,10 @@ pub struct OrdererConfig {
     pub raft: RaftSettings,
     #[serde(default)]
     pub log: LogSettings,
+    /// Addresses to dial instead of the ones the channel config advertises (consenter
+    /// host:port, `orderer_endpoints`): a proxy per link, an in-cluster name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address_overrides: Vec<AddressOverride>,
 }
 
 impl OrdererConfig {
@@ -129,6 +135,7 @@ impl OrdererConfig {
                 "must be positive",
             ));
         }
+        validate_overrides(&self.address_overrides)?;
         log_settings(&self.log)
     }
 }

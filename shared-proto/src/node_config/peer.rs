@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::Serialize;
 
+use super::address::validate_overrides;
+use super::address::AddressOverride;
 use super::common_files;
 use super::invalid;
 use super::load_toml;
@@ -169,6 +171,10 @@ pub struct PeerConfig {
     pub external_chaincodes: Vec<ExternalChaincode>,
     #[serde(default)]
     pub log: LogSettings,
+    /// Addresses to dial instead of the advertised ones: orderer endpoints from the channel
+    /// config, gossip endpoints (bootstrap and those members announce).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address_overrides: Vec<AddressOverride>,
 }
 
 /// A chaincode served over gRPC ("chaincode as a service").
@@ -216,6 +222,7 @@ impl PeerConfig {
                 ));
             }
         }
+        validate_overrides(&self.address_overrides)?;
         log_settings(&self.log)
     }
 }

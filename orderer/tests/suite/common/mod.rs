@@ -3,6 +3,7 @@
 //! material from the generator in a temp dir. Clients speak gRPC over TLS like any client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod links;
 pub mod processes;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+pub use links::Links;
 use orderer::Listeners;
 use orderer::Node;
 use prost::Message as _;
@@ -69,6 +71,8 @@ pub struct ClusterOptions {
     /// When set, every certificate expires this many seconds after the cluster starts
     /// (material issued almost a day ago, valid for one day); otherwise valid for 30 days.
     pub certificates_expire_in_secs: Option<i64>,
+    /// What the orderers advertise and how they dial each other.
+    pub links: Links,
 }
 
 impl Default for ClusterOptions {
@@ -81,6 +85,7 @@ impl Default for ClusterOptions {
             entries_kept_after_snapshot: 500,
             retry_window_txs: 0,
             certificates_expire_in_secs: None,
+            links: Links::Direct,
         }
     }
 }
@@ -132,6 +137,8 @@ pub struct TestCluster {
     pub client: SigningIdentity,
     tls_ca: Vec<u8>,
     client_tls: Identity,
+    /// With [`Links::Forwarded`]: the forwarder of every directed link.
+    pub links: Option<links::LinkForwarders>,
 }
 
 impl TestCluster {
@@ -165,7 +172,7 @@ impl TestCluster {
                     .map(|(i, p)| OrdererSpec {
                         name: format!("orderer{}", i + 1),
                         id: None,
-                        host: "127.0.0.1".into(),
+                        host: opts.links.host(i),
                         port: p.client,
                         cluster_port: p.cluster,
                         ops_port: p.ops,
@@ -226,13 +233,29 @@ impl TestCluster {
             config.raft.snapshot_interval_entries = opts.snapshot_interval_entries;
             config.raft.entries_kept_after_snapshot = opts.entries_kept_after_snapshot;
             config.log.level = "warn".into();
-            config.validate()?;
             nodes.push(TestNode {
                 config,
                 node: None,
                 runtime: None,
                 ports: (p.client, p.cluster, p.ops),
             });
+        }
+        let links = match opts.links {
+            Links::Forwarded => {
+                let mut configs: Vec<OrdererConfig> =
+                    nodes.iter().map(|n| n.config.clone()).collect();
+                let hosts: Vec<String> = (0..nodes.len()).map(|i| opts.links.host(i)).collect();
+                let ports: Vec<(u16, u16)> = ports.iter().map(|p| (p.client, p.cluster)).collect();
+                let wired = links::LinkForwarders::wire(&mut configs, &hosts, &ports)?;
+                for (n, c) in nodes.iter_mut().zip(configs) {
+                    n.config = c;
+                }
+                Some(wired)
+            }
+            Links::Direct | Links::NamesOnly => None,
+        };
+        for n in &nodes {
+            n.config.validate()?;
         }
         {
             let mut reserved = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
@@ -250,6 +273,7 @@ impl TestCluster {
             client,
             tls_ca,
             client_tls,
+            links,
         };
         for i in 0..cluster.nodes.len() {
             cluster.start_node(i)?;
