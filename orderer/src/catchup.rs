@@ -2,7 +2,8 @@
 //! This task pulls the missing blocks from the other orderers through Deliver, verifies each
 //! (number, hash chain from the last block held, data hash, orderer signatures against
 //! BlockValidation) and stores it. Until the gap is closed the node serves only the blocks it
-//! holds contiguously, and `/readyz` says it is catching up.
+//! holds contiguously, and `/readyz` says it is catching up. The others' client endpoints are
+//! dialled through the node's [`Dialer`] (`address_overrides`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +19,11 @@ use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use shared_proto::pb::orderer::deliver_response::Type;
 use shared_proto::pb::orderer::seek_info::SeekBehavior;
 use shared_proto::pb::orderer::SeekInfo;
-use tonic::transport::Endpoint;
 
 use crate::channels::ChannelRuntime;
 use crate::channels::Registry;
 use crate::metrics::Metrics;
-use shared_proto::tls::host_of;
-use shared_proto::tls::TlsMaterial;
+use shared_proto::dial::Dialer;
 
 /// Largest block accepted from another orderer.
 pub const BLOCK_BYTES_MAX: usize = 128 * 1024 * 1024;
@@ -56,7 +55,7 @@ pub async fn run(
     registry: Arc<Registry>,
     channel: Arc<ChannelRuntime>,
     identity: Arc<SigningIdentity>,
-    tls: Arc<TlsMaterial>,
+    dialer: Arc<Dialer>,
 ) {
     let mut status = channel.status.clone();
     let mut heights = channel.store.subscribe();
@@ -76,7 +75,7 @@ pub async fn run(
         let mut progressed = false;
         for i in 0..endpoints.len() {
             let endpoint = &endpoints[(start_at + i) % endpoints.len()];
-            match pull(&registry, &channel, &identity, &tls, endpoint, target).await {
+            match pull(&registry, &channel, &identity, &dialer, endpoint, target).await {
                 Ok(n) if n > 0 => {
                     registry
                         .metrics
@@ -120,7 +119,7 @@ async fn pull(
     registry: &Registry,
     channel: &ChannelRuntime,
     identity: &SigningIdentity,
-    tls: &TlsMaterial,
+    dialer: &Dialer,
     endpoint: &str,
     target: u64,
 ) -> Result<u64, PullError> {
@@ -128,9 +127,8 @@ async fn pull(
         endpoint: endpoint.to_owned(),
         reason,
     };
-    let ep = Endpoint::from_shared(format!("https://{endpoint}"))
-        .map_err(|e| connect_err(e.to_string()))?
-        .tls_config(tls.client(host_of(endpoint)))
+    let ep = dialer
+        .endpoint(endpoint)
         .map_err(|e| connect_err(e.to_string()))?
         .connect_timeout(Duration::from_secs(2));
     let conn = ep.connect().await.map_err(|e| connect_err(e.to_string()))?;

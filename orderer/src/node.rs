@@ -156,13 +156,15 @@ impl Node {
             &config.identity.key,
         )?);
         let tls = Arc::new(TlsMaterial::load(&config.tls)?);
+        let book = shared_proto::dial::AddressBook::new(&config.address_overrides);
+        let dialer = Arc::new(shared_proto::dial::Dialer::new(tls.clone(), book));
         let err = storage_err(&config.data_dir);
         std::fs::create_dir_all(&config.data_dir).map_err(|e| err(e.to_string()))?;
         let db = Database::builder(config.data_dir.join("ledger"))
             .cache_size(crate::block_store::CACHE_BYTES)
             .open()
             .map_err(|e| err(e.to_string()))?;
-        let clients = ClusterClients::new(tls.clone());
+        let clients = ClusterClients::new(dialer.clone());
         let metrics = Arc::new(Metrics::default());
         let mut channels = BTreeMap::new();
         let mut background = Vec::new();
@@ -203,7 +205,7 @@ impl Node {
                 registry.clone(),
                 channel.clone(),
                 identity.clone(),
-                tls.clone(),
+                dialer.clone(),
             )));
         }
         let addr = |l: &TcpListener| l.local_addr().map_err(|e| NodeError::Serve(e.to_string()));

@@ -5,13 +5,15 @@
 //! [`Committer::process`]; a block that fails verification (bad signature, broken chain) is
 //! refused and the client moves to the next orderer. An orderer that is down, ends the stream
 //! or sends nothing for [`IDLE_SWITCH`] while we wait is left for the next one. Retries back off
-//! up to [`BACKOFF_MAX`].
+//! up to [`BACKOFF_MAX`]. Orderer endpoints are the channel config's, dialled through the
+//! peer's [`Dialer`] (`address_overrides`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use prost::Message as _;
+use shared_proto::dial::Dialer;
 use shared_proto::envelope;
 use shared_proto::msp::SigningIdentity;
 use shared_proto::pb::common::HeaderType;
@@ -20,9 +22,6 @@ use shared_proto::pb::orderer::deliver_response::Type;
 use shared_proto::pb::orderer::seek_info::SeekBehavior;
 use shared_proto::pb::orderer::SeekInfo;
 use shared_proto::seek;
-use shared_proto::tls::host_of;
-use shared_proto::tls::TlsMaterial;
-use tonic::transport::Endpoint;
 
 use crate::commit::CommitError;
 use crate::commit::Committer;
@@ -53,7 +52,7 @@ pub enum SessionEnd {
 pub async fn run(
     committer: Arc<Committer>,
     identity: Arc<SigningIdentity>,
-    tls: Arc<TlsMaterial>,
+    dialer: Arc<Dialer>,
     clock: fn() -> i64,
 ) -> CommitError {
     let endpoints = committer.channel.orderer_endpoints().to_vec();
@@ -67,7 +66,7 @@ pub async fn run(
         let endpoint = &endpoints[next % endpoints.len()];
         next += 1;
         let before = committer.ledger.height();
-        match session(&committer, &identity, &tls, endpoint, clock).await {
+        match session(&committer, &identity, &dialer, endpoint, clock).await {
             SessionEnd::Fatal(e) => return e,
             SessionEnd::Refused(from, e) => {
                 committer.metrics.blocks_refused.inc();
@@ -87,13 +86,11 @@ pub async fn run(
 async fn session(
     committer: &Arc<Committer>,
     identity: &SigningIdentity,
-    tls: &TlsMaterial,
+    dialer: &Dialer,
     endpoint: &str,
     clock: fn() -> i64,
 ) -> SessionEnd {
-    let ep = match Endpoint::from_shared(format!("https://{endpoint}"))
-        .and_then(|e| e.tls_config(tls.client(host_of(endpoint))))
-    {
+    let ep = match dialer.endpoint(endpoint) {
         Ok(ep) => ep.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true),
         Err(e) => return SessionEnd::Connect(endpoint.to_owned(), e.to_string()),
     };

@@ -157,6 +157,8 @@ impl Node {
             &config.identity.key,
         )?);
         let tls = Arc::new(TlsMaterial::load(&config.tls)?);
+        let book = shared_proto::dial::AddressBook::new(&config.address_overrides);
+        let dialer = Arc::new(shared_proto::dial::Dialer::new(tls.clone(), book));
         let storage = |reason: String| NodeError::Storage {
             path: config.data_dir.display().to_string(),
             reason,
@@ -203,7 +205,7 @@ impl Node {
         });
         // Each channel reports at most twice (gossip commit loop, deliver client).
         let (fatal_tx, fatal) = tokio::sync::mpsc::channel(2 * registry.channels.len().max(1));
-        let (gossip, background) = Gossip::start(config, &registry, tls.clone(), fatal_tx);
+        let (gossip, background) = Gossip::start(config, &registry, dialer, fatal_tx);
         let service_addr = listeners
             .service
             .local_addr()

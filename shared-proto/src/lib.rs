@@ -14,6 +14,7 @@
 //! - [`seek`]: how Deliver's `SeekInfo` positions resolve (orderer and peer alike).
 //! - [`tls`]: a node's TLS material as tonic server/client configs (rustls, ring, Ed25519).
 //! - [`node_config`]: the orderer and peer config files (TOML + environment overrides).
+//! - [`dial`]: connecting to another node: `address_overrides` applied, TLS name kept.
 //!
 //! Promises: every rule here is defined once and used by both sides; every decoder returns a
 //! typed error on any byte string and never panics.
@@ -21,6 +22,7 @@
 pub mod block;
 pub mod channel;
 pub mod config_update;
+pub mod dial;
 pub mod envelope;
 pub mod hash;
 pub mod material;

@@ -1,7 +1,8 @@
 //! Raft transport: openraft RPCs over the tonic `Cluster` service with mutual TLS.
 //!
 //! One lazily connected channel per peer address, shared by every Raft group (channel) and
-//! every replication stream. Transport failures map to `Unreachable` (openraft backs off);
+//! every replication stream. Addresses are the consenters' as the channel config advertises
+//! them; the node's [`Dialer`] connects to their `address_overrides` instead. Transport failures map to `Unreachable` (openraft backs off);
 //! a remote Raft error comes back as `RemoteError`. Every call carries openraft's deadline.
 
 use std::collections::HashMap;
@@ -26,12 +27,12 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::BasicNode;
 use shared_proto::channel::BYTES_ABSOLUTE_MAX_CEILING;
+use shared_proto::dial::Dialer;
 use shared_proto::pb::orderer::cluster_client::ClusterClient;
 use shared_proto::pb::orderer::raft_request::Kind;
 use shared_proto::pb::orderer::RaftRequest;
 use shared_proto::pb::orderer::RaftResponse;
 use tonic::transport::Channel;
-use tonic::transport::Endpoint;
 
 use super::decode;
 use super::encode;
@@ -39,8 +40,6 @@ use super::Entry;
 use super::NodeId;
 use super::Request;
 use super::TypeConfig;
-use shared_proto::tls::host_of;
-use shared_proto::tls::TlsMaterial;
 
 /// Largest Raft message accepted or sent. One entry is at most one proposer batch
 /// ([`super::proposer::BATCH_BYTES_MAX`]) or a single envelope (at most
@@ -59,7 +58,7 @@ const _: () = assert!(
 /// Connections to the other orderers' cluster listeners, shared across channels.
 #[derive(Debug, Clone)]
 pub struct ClusterClients {
-    tls: Arc<TlsMaterial>,
+    dialer: Arc<Dialer>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
@@ -72,27 +71,26 @@ pub struct AddressError {
 }
 
 impl ClusterClients {
-    pub fn new(tls: Arc<TlsMaterial>) -> Self {
+    pub fn new(dialer: Arc<Dialer>) -> Self {
         ClusterClients {
-            tls,
+            dialer,
             channels: Arc::default(),
         }
     }
 
-    /// A client for the orderer at `addr` (host:port); connects on first use.
+    /// A client for the orderer advertised at `addr` (host:port); connects on first use.
     pub fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, AddressError> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match map.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let bad = |reason: String| AddressError {
-                    addr: addr.to_owned(),
-                    reason,
-                };
-                let endpoint = Endpoint::from_shared(format!("https://{addr}"))
-                    .map_err(|e| bad(e.to_string()))?
-                    .tls_config(self.tls.client(host_of(addr)))
-                    .map_err(|e| bad(e.to_string()))?
+                let endpoint = self
+                    .dialer
+                    .endpoint(addr)
+                    .map_err(|e| AddressError {
+                        addr: addr.to_owned(),
+                        reason: e.to_string(),
+                    })?
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(std::time::Duration::from_secs(10))
                     .keep_alive_while_idle(true)

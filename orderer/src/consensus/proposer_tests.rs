@@ -82,7 +82,8 @@ fn clients() -> (tempfile::TempDir, ClusterClients) {
     let config =
         shared_proto::node_config::OrdererConfig::load(&generated.orderers[0].config).unwrap();
     let tls = shared_proto::tls::TlsMaterial::load(&config.tls).unwrap();
-    (dir, ClusterClients::new(Arc::new(tls)))
+    let dialer = shared_proto::dial::Dialer::direct(Arc::new(tls));
+    (dir, ClusterClients::new(Arc::new(dialer)))
 }
 
 /// An envelope large enough to fill an entry on its own (3 MiB + 3 MiB > BATCH_BYTES_MAX).

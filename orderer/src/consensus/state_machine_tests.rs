@@ -220,9 +220,10 @@ async fn log_store_reopens_with_its_vote_entries_and_purge_point() {
         }
         .validate()
         .unwrap();
+        let dialer = Arc::new(shared_proto::dial::Dialer::direct(f.tls.clone()));
         let network = Network::new(
             test_material::CHANNEL,
-            ClusterClients::new(f.tls.clone()),
+            ClusterClients::new(dialer),
             Default::default(),
         );
         let raft = Raft::new(1, Arc::new(config), network, log, sm)

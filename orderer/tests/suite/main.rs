@@ -3,6 +3,7 @@
 //! catalogue; run one with `cargo test -p orderer --test suite MODULE::`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod address_overrides;
 mod authorization;
 mod bad_input;
 mod block_store_height;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use rand::seq::SliceRandom as _;
+use shared_proto::dial::Dialer;
 use shared_proto::hash::Hash;
 use shared_proto::msp::SigningIdentity;
 use shared_proto::node_config::GossipSettings;
@@ -18,7 +19,6 @@ use shared_proto::pb::peer::AliveInfo;
 use shared_proto::pb::peer::GossipMessage;
 use shared_proto::pb::peer::StateRequest;
 use shared_proto::pb::peer::StateResponse;
-use shared_proto::tls::TlsMaterial;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::sync::Notify;
@@ -121,7 +121,7 @@ impl ChannelGossip {
         self: &Arc<Self>,
         shared: &Arc<Shared>,
         identity: Arc<SigningIdentity>,
-        tls: Arc<TlsMaterial>,
+        dialer: Arc<Dialer>,
         fatal: &mpsc::Sender<String>,
     ) -> Vec<JoinHandle<()>> {
         let Some(inbox) = self
@@ -143,7 +143,7 @@ impl ChannelGossip {
         let push = tokio::spawn(async move { me.push_loop(&sh).await });
         let me = self.clone();
         let fatal = fatal.clone();
-        let lead = tokio::spawn(async move { me.leader_loop(identity, tls, fatal).await });
+        let lead = tokio::spawn(async move { me.leader_loop(identity, dialer, fatal).await });
         vec![commit, pull, push, lead]
     }
 
@@ -543,7 +543,7 @@ impl ChannelGossip {
     async fn leader_loop(
         self: Arc<Self>,
         identity: Arc<SigningIdentity>,
-        tls: Arc<TlsMaterial>,
+        dialer: Arc<Dialer>,
         fatal: mpsc::Sender<String>,
     ) {
         let mut leader_rx = self.leader.subscribe();
@@ -551,10 +551,10 @@ impl ChannelGossip {
         loop {
             let lead = *leader_rx.borrow_and_update();
             if lead && deliver.is_none() {
-                let (committer, identity, tls, fatal) = (
+                let (committer, identity, dialer, fatal) = (
                     self.committer.clone(),
                     identity.clone(),
-                    tls.clone(),
+                    dialer.clone(),
                     fatal.clone(),
                 );
                 let id = self.id().to_owned();
@@ -562,7 +562,7 @@ impl ChannelGossip {
                     let e = deliver_client::run(
                         committer,
                         identity,
-                        tls,
+                        dialer,
                         crate::channels::system_clock,
                     )
                     .await;

@@ -35,13 +35,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
+use shared_proto::dial::Dialer;
 use shared_proto::hash::sha256;
 use shared_proto::hash::Hash;
 use shared_proto::msp::SigningIdentity;
 use shared_proto::node_config::GossipSettings;
 use shared_proto::node_config::PeerConfig;
 use shared_proto::pb::peer::gossip_server::GossipServer;
-use shared_proto::tls::TlsMaterial;
 use tokio::task::JoinHandle;
 
 pub use channel::ChannelGossip;
@@ -118,10 +118,11 @@ pub struct Gossip {
 impl Gossip {
     /// Builds gossip for every channel of `registry` and starts its tasks (heartbeat, and per
     /// channel commit, pull, push and leadership). A storage failure is reported on `fatal`.
+    /// Every outbound connection (gossip, the leader's Deliver) goes through `dialer`.
     pub fn start(
         config: &PeerConfig,
         registry: &Registry,
-        tls: Arc<TlsMaterial>,
+        dialer: Arc<Dialer>,
         fatal: tokio::sync::mpsc::Sender<String>,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let settings = config.gossip.clone();
@@ -145,14 +146,14 @@ impl Gossip {
             endpoint: settings.external_endpoint.clone(),
             outbound: transport::Outbound::new(
                 settings.external_endpoint.clone(),
-                tls.clone(),
+                dialer.clone(),
                 local_ip,
                 &settings.bootstrap,
             ),
             settings,
             msp_id: config.msp_id.clone(),
             identity: registry.identity.clone(),
-            tls_cert_hash: sha256(&tls.cert_der),
+            tls_cert_hash: sha256(&dialer.tls().cert_der),
             metrics: registry.metrics.clone(),
             channels,
             clock: registry.clock,
@@ -164,7 +165,12 @@ impl Gossip {
         }
         let mut tasks = vec![tokio::spawn(heartbeat_loop(shared.clone()))];
         for ch in shared.channels.values() {
-            tasks.extend(ch.spawn_tasks(&shared, registry.identity.clone(), tls.clone(), &fatal));
+            tasks.extend(ch.spawn_tasks(
+                &shared,
+                registry.identity.clone(),
+                dialer.clone(),
+                &fatal,
+            ));
         }
         (Gossip { shared }, tasks)
     }

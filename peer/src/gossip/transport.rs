@@ -20,16 +20,14 @@ use std::time::Instant;
 
 use futures::Stream;
 use futures::StreamExt as _;
+use shared_proto::dial::Dialer;
 use shared_proto::hash::sha256;
 use shared_proto::hash::Hash;
 use shared_proto::pb::peer::gossip_client::GossipClient;
 use shared_proto::pb::peer::gossip_message::Content;
 use shared_proto::pb::peer::GossipMessage;
-use shared_proto::tls::host_of;
-use shared_proto::tls::TlsMaterial;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -65,7 +63,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Outbound {
     self_endpoint: String,
-    tls: Arc<TlsMaterial>,
+    dialer: Arc<Dialer>,
     local_ip: Option<IpAddr>,
     /// Bootstrap endpoints: never pruned.
     pinned: BTreeSet<String>,
@@ -87,13 +85,13 @@ struct Link {
 impl Outbound {
     pub fn new(
         self_endpoint: String,
-        tls: Arc<TlsMaterial>,
+        dialer: Arc<Dialer>,
         local_ip: Option<IpAddr>,
         bootstrap: &[String],
     ) -> Self {
         Outbound {
             self_endpoint,
-            tls,
+            dialer,
             local_ip,
             pinned: bootstrap.iter().cloned().collect(),
             peers: Mutex::new(HashMap::new()),
@@ -141,7 +139,7 @@ impl Outbound {
         let wake = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(connection(
             endpoint.to_owned(),
-            self.tls.clone(),
+            self.dialer.clone(),
             self.local_ip,
             rx,
             wake.clone(),
@@ -237,7 +235,7 @@ fn close(peers: &mut HashMap<String, Link>, endpoint: &str) {
 /// Keeps one stream to `endpoint` up, reconnecting with backoff, until the queue closes.
 async fn connection(
     endpoint: String,
-    tls: Arc<TlsMaterial>,
+    dialer: Arc<Dialer>,
     local_ip: Option<IpAddr>,
     mut queue: mpsc::Receiver<GossipMessage>,
     wake: Arc<tokio::sync::Notify>,
@@ -245,7 +243,7 @@ async fn connection(
     let mut backoff = BACKOFF_MIN;
     loop {
         let started = Instant::now();
-        match session(&endpoint, &tls, local_ip, &mut queue).await {
+        match session(&endpoint, &dialer, local_ip, &mut queue).await {
             Ok(()) => return,
             Err(e) => tracing::debug!(%endpoint, error = %e, "gossip stream ended"),
         }
@@ -260,14 +258,15 @@ async fn connection(
     }
 }
 
-/// A client for `endpoint`'s gossip service over mutual TLS.
+/// A client for `endpoint`'s gossip service over mutual TLS (dialled where the peer's
+/// `address_overrides` say; the certificate is verified for `endpoint`'s host).
 pub async fn connect(
     endpoint: &str,
-    tls: &TlsMaterial,
+    dialer: &Dialer,
     local_ip: Option<IpAddr>,
 ) -> Result<GossipClient<tonic::transport::Channel>, String> {
-    let ep = Endpoint::from_shared(format!("https://{endpoint}"))
-        .and_then(|e| e.tls_config(tls.client(host_of(endpoint))))
+    let ep = dialer
+        .endpoint(endpoint)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
@@ -283,11 +282,11 @@ pub async fn connect(
 /// One stream: forwards queued messages until the stream breaks (Err) or the queue closes.
 async fn session(
     endpoint: &str,
-    tls: &TlsMaterial,
+    dialer: &Dialer,
     local_ip: Option<IpAddr>,
     queue: &mut mpsc::Receiver<GossipMessage>,
 ) -> Result<(), String> {
-    let mut client = connect(endpoint, tls, local_ip).await?;
+    let mut client = connect(endpoint, dialer, local_ip).await?;
     let (tx, rx) = mpsc::channel(16);
     let mut responses = client
         .gossip_stream(ReceiverStream::new(rx))

@@ -14,6 +14,7 @@ use peer::sdk::Gateway;
 use shared_proto::block;
 use shared_proto::block::BlockError;
 use shared_proto::block::Expected;
+use shared_proto::dial::Dialer;
 use shared_proto::hash::sha256;
 use shared_proto::msp::SigningIdentity;
 use shared_proto::msp::ANY_TIME;
@@ -213,6 +214,7 @@ struct Claim {
 struct Attacker {
     identity: SigningIdentity,
     tls: TlsMaterial,
+    dialer: Dialer,
     endpoint: String,
 }
 
@@ -223,6 +225,7 @@ impl Attacker {
             identity: SigningIdentity::from_pem_files(&c.msp_id, &c.identity.cert, &c.identity.key)
                 .unwrap(),
             tls: TlsMaterial::load(&c.tls).unwrap(),
+            dialer: Dialer::direct(std::sync::Arc::new(TlsMaterial::load(&c.tls).unwrap())),
             endpoint: c.gossip.external_endpoint.clone(),
         }
     }
@@ -260,7 +263,7 @@ impl Attacker {
 
     /// Opens a gossip stream to `to`; the result says whether the receiver accepted it.
     async fn open(&self, to: &str) -> Result<mpsc::Sender<GossipMessage>, tonic::Status> {
-        let mut client = peer::gossip::transport::connect(to, &self.tls, None)
+        let mut client = peer::gossip::transport::connect(to, &self.dialer, None)
             .await
             .unwrap();
         let (tx, rx) = mpsc::channel(4096);

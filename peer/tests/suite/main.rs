@@ -2,6 +2,7 @@
 //! per file: CI's disk is finite). Run one module with `cargo test -p peer --test suite MODULE::`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod address_overrides;
 mod common;
 mod e2e;
 mod gossip;

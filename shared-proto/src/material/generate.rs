@@ -329,6 +329,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
                 .collect(),
             raft: RaftSettings::default(),
             log: LogSettings::default(),
+            address_overrides: Vec::new(),
         };
         write(
             &node.config,
@@ -392,6 +393,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
             },
             external_chaincodes: Vec::new(),
             log: LogSettings::default(),
+            address_overrides: Vec::new(),
         };
         write(
             &node.config,

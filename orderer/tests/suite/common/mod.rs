@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod config;
+pub mod links;
 pub mod processes;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+pub use links::Links;
 use orderer::Listeners;
 use orderer::Node;
 use prost::Message as _;
@@ -73,6 +75,8 @@ pub struct ClusterOptions {
     /// Orderers generated (material, configs) but neither started nor in the genesis
     /// consenters: nodes to add by config update. Their indexes follow the others'.
     pub spare_orderers: usize,
+    /// What the orderers advertise and how they dial each other.
+    pub links: Links,
 }
 
 impl Default for ClusterOptions {
@@ -86,6 +90,7 @@ impl Default for ClusterOptions {
             retry_window_txs: 0,
             certificates_expire_in_secs: None,
             spare_orderers: 0,
+            links: Links::Direct,
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct TestCluster {
     client_tls: Identity,
     /// The consenter entries of the spare orderers (`ClusterOptions::spare_orderers`).
     pub spare_consenters: Vec<shared_proto::pb::config::Consenter>,
+    /// With [`Links::Forwarded`]: the forwarder of every directed link.
+    pub links: Option<links::LinkForwarders>,
 }
 
 impl TestCluster {
@@ -173,7 +180,7 @@ impl TestCluster {
                     .map(|(i, p)| OrdererSpec {
                         name: format!("orderer{}", i + 1),
                         id: None,
-                        host: "127.0.0.1".into(),
+                        host: opts.links.host(i),
                         port: p.client,
                         cluster_port: p.cluster,
                         ops_port: p.ops,
@@ -235,13 +242,29 @@ impl TestCluster {
             config.raft.snapshot_interval_entries = opts.snapshot_interval_entries;
             config.raft.entries_kept_after_snapshot = opts.entries_kept_after_snapshot;
             config.log.level = "warn".into();
-            config.validate()?;
             nodes.push(TestNode {
                 config,
                 node: None,
                 runtime: None,
                 ports: (p.client, p.cluster, p.ops),
             });
+        }
+        let links = match opts.links {
+            Links::Forwarded => {
+                let mut configs: Vec<OrdererConfig> =
+                    nodes.iter().map(|n| n.config.clone()).collect();
+                let hosts: Vec<String> = (0..nodes.len()).map(|i| opts.links.host(i)).collect();
+                let ports: Vec<(u16, u16)> = ports.iter().map(|p| (p.client, p.cluster)).collect();
+                let wired = links::LinkForwarders::wire(&mut configs, &hosts, &ports)?;
+                for (n, c) in nodes.iter_mut().zip(configs) {
+                    n.config = c;
+                }
+                Some(wired)
+            }
+            Links::Direct | Links::NamesOnly => None,
+        };
+        for n in &nodes {
+            n.config.validate()?;
         }
         {
             let mut reserved = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
@@ -260,6 +283,7 @@ impl TestCluster {
             tls_ca,
             client_tls,
             spare_consenters,
+            links,
         };
         for i in 0..opts.orderers {
             cluster.start_node(i)?;

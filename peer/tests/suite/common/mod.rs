@@ -60,6 +60,16 @@ fn take_reserved(addr: &str) -> Option<StdListener> {
     RESERVED.lock().unwrap().remove(addr)
 }
 
+/// Byte-counting forwarders ([`proxy::Proxy`]) to `targets`, each on a fresh 127.0.0.1 port
+/// (`Proxy::listen`), for a node's `address_overrides` to name.
+pub fn forwarders(targets: &[String]) -> anyhow::Result<proxy::Proxies> {
+    let list = targets
+        .iter()
+        .map(|t| proxy::Proxy::new(&format!("127.0.0.1:{}", port()), t))
+        .collect();
+    proxy::Proxies::start(list, take_reserved)
+}
+
 /// The reserved listener for `addr` as a tokio listener, or a fresh bind (restarts).
 async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     match take_reserved(addr) {

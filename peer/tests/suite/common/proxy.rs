@@ -1,14 +1,18 @@
 //! A TCP proxy in front of a peer's gossip listener that a test can cut: refuse everyone
-//! (isolate) or one source address (block), dropping the connections already open.
+//! (isolate) or one source address (block), dropping the connections already open. It counts
+//! the bytes it carries, so it also serves as the forwarder of an `address_overrides` entry.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::net::TcpListener as StdListener;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
 
+use tokio::io::AsyncReadExt as _;
+use tokio::io::AsyncWriteExt as _;
 use tokio::task::AbortHandle;
 
 pub struct Proxy {
@@ -17,6 +21,7 @@ pub struct Proxy {
     isolated: AtomicBool,
     blocked: Mutex<HashSet<IpAddr>>,
     conns: Mutex<Vec<(IpAddr, AbortHandle)>>,
+    bytes: AtomicU64,
 }
 
 impl Proxy {
@@ -27,7 +32,13 @@ impl Proxy {
             isolated: AtomicBool::new(false),
             blocked: Mutex::new(HashSet::new()),
             conns: Mutex::new(Vec::new()),
+            bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Bytes carried so far, both directions.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Refuses (`true`) or accepts again every connection.
@@ -70,22 +81,44 @@ impl Proxy {
 
     async fn run(self: Arc<Self>, listener: tokio::net::TcpListener) {
         loop {
-            let Ok((mut inbound, from)) = listener.accept().await else {
+            let Ok((inbound, from)) = listener.accept().await else {
                 continue;
             };
             if self.refuses(from.ip()) {
                 continue;
             }
-            let target = self.target.clone();
+            let me = self.clone();
             let task = tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                if let Ok(outbound) = tokio::net::TcpStream::connect(&me.target).await {
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::join!(me.pump(in_read, out_write), me.pump(out_read, in_write));
                 }
             });
             let mut conns = self.conns.lock().unwrap();
             conns.retain(|(_, t)| !t.is_finished());
             conns.push((from.ip(), task.abort_handle()));
         }
+    }
+
+    async fn pump(
+        &self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        let _ = to.shutdown().await;
     }
 }
 
