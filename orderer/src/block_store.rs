@@ -170,6 +170,14 @@ pub fn tx_id_of(envelope: &[u8]) -> Option<String> {
     header_of(envelope).map(|(tx_id, _)| tx_id)
 }
 
+/// The keyspaces a channel's block store uses (deleted when the channel is removed).
+pub fn keyspace_names(channel_id: &str) -> Vec<String> {
+    vec![
+        format!("blocks.{channel_id}"),
+        format!("txids.{channel_id}"),
+    ]
+}
+
 /// The tx id and header type of an encoded envelope (`None` if it has no tx id).
 pub fn header_of(envelope: &[u8]) -> Option<(String, i32)> {
     let env = Envelope::decode(envelope).ok()?;

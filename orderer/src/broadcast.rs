@@ -263,7 +263,7 @@ async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String
                 refusal: e.refusal(),
                 message: e.to_string(),
             })?;
-            crate::membership::check_change(registry.node_id, channel, &checked.consenters)?;
+            crate::membership::check_change(registry.node_id, &channel, &checked.consenters)?;
         }
         other => return Err(BroadcastError::WrongType(other)),
     }
@@ -271,7 +271,7 @@ async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String
     let tx_id = verified.tx_id;
     // A follower forwards: the leader checks its own index again (this node's may have a gap).
     let leading = channel.leader() == Some(registry.node_id);
-    ensure_not_ordered(channel, &tx_id, leading)?;
+    ensure_not_ordered(&channel, &tx_id, leading)?;
     // Only the encoded copy waits for the answer.
     let encoded = envelope.encode_to_vec();
     drop(envelope);

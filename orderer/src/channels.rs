@@ -34,6 +34,10 @@ pub struct ChannelRuntime {
     pub liveness: Arc<crate::membership::Liveness>,
     /// 0 while this node is a consenter; else 1 + the config sequence that removed it.
     removed: std::sync::atomic::AtomicU64,
+    /// The channel's tasks (timer, membership, catch-up, ...), ended when it stops.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set when the channel is being stopped on purpose (node stop, channel removed).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ChannelRuntime {
@@ -67,7 +71,36 @@ impl ChannelRuntime {
             rejoin,
             liveness,
             removed: 0.into(),
+            tasks: Default::default(),
+            stopping: false.into(),
         }
+    }
+
+    /// Hands the channel its tasks; [`ChannelRuntime::abort_tasks`] ends them.
+    pub fn own_tasks(&self, tasks: Vec<tokio::task::JoinHandle<()>>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tasks);
+    }
+
+    pub fn abort_tasks(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Records that a config update removed this node from the consenters.
@@ -103,11 +136,11 @@ impl ChannelRuntime {
     }
 }
 
-/// Every channel of the node, plus what services share.
+/// Every channel of the node (they come and go while it runs), plus what services share.
 #[derive(Debug)]
 pub struct Registry {
     pub node_id: NodeId,
-    pub channels: BTreeMap<String, Arc<ChannelRuntime>>,
+    channels: std::sync::RwLock<BTreeMap<String, Arc<ChannelRuntime>>>,
     pub metrics: Arc<Metrics>,
     /// Current time in Unix seconds (injected so tests can move it).
     pub clock: fn() -> i64,
@@ -116,11 +149,73 @@ pub struct Registry {
     /// Seconds added to `clock`: 0 in production; tests move one node's time with it (e.g.
     /// past a client certificate's expiry).
     pub clock_skew_secs: AtomicI64,
+    /// Why a channel's Raft stopped on its own, if one did (the node must then stop).
+    fatal: watch::Sender<Option<String>>,
 }
 
 impl Registry {
-    pub fn get(&self, channel_id: &str) -> Option<&Arc<ChannelRuntime>> {
-        self.channels.get(channel_id)
+    pub fn new(node_id: NodeId, metrics: Arc<Metrics>) -> Self {
+        Registry {
+            node_id,
+            channels: Default::default(),
+            metrics,
+            clock: system_clock,
+            in_flight: Default::default(),
+            clock_skew_secs: 0.into(),
+            fatal: watch::Sender::new(None),
+        }
+    }
+
+    pub fn get(&self, channel_id: &str) -> Option<Arc<ChannelRuntime>> {
+        self.read().get(channel_id).cloned()
+    }
+
+    /// The channels served now, by id.
+    pub fn channels(&self) -> Vec<Arc<ChannelRuntime>> {
+        self.read().values().cloned().collect()
+    }
+
+    pub fn insert(&self, channel: Arc<ChannelRuntime>) {
+        self.channels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel.id.clone(), channel);
+    }
+
+    pub fn remove(&self, channel_id: &str) -> Option<Arc<ChannelRuntime>> {
+        self.channels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(channel_id)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<ChannelRuntime>>> {
+        self.channels.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that a channel's Raft stopped on its own; the node stops.
+    pub fn report_fatal(&self, reason: String) {
+        self.fatal.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Completes with the first fatal reason reported.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.fatal.subscribe();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     pub fn now_unix(&self) -> i64 {

@@ -132,7 +132,7 @@ async fn serve_request(registry: &Registry, envelope: &Envelope, tx: &Tx) -> Res
         registry,
         not_after_unix: verified.creator.not_after_unix,
     };
-    stream_blocks(channel, &seek, &reader, tx).await
+    stream_blocks(&channel, &seek, &reader, tx).await
 }
 
 /// Why a seek request was refused beyond what [`verify_envelope`] checks.

@@ -19,6 +19,7 @@
 //! chains never fork; blocks a node lacks after a snapshot are pulled from other orderers and
 //! verified (hash chain and signatures) before they are served.
 
+pub mod admin;
 pub mod block_store;
 pub mod broadcast;
 pub mod catchup;
@@ -30,6 +31,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod ops;
+pub mod runtime;
 pub mod services;
 
 pub use node::run;

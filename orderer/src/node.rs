@@ -1,66 +1,43 @@
 //! Wiring: builds every channel's pipeline, starts the client, cluster and ops listeners, and
 //! shuts them down in order (servers stop accepting, Raft stops, storage is fsynced).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fjall::Database;
 use fjall::PersistMode;
-use openraft::storage::RaftStateMachine as _;
-use openraft::BasicNode;
-use openraft::SnapshotPolicy;
-use prost::Message as _;
-use shared_proto::block;
 use shared_proto::msp::SigningIdentity;
 use shared_proto::node_config::OrdererConfig;
-use shared_proto::pb::common::Block;
 use shared_proto::pb::orderer::admin_server::AdminServer;
 use shared_proto::pb::orderer::atomic_broadcast_server::AtomicBroadcastServer;
 use shared_proto::pb::orderer::cluster_server::ClusterServer;
 use shared_proto::stopping::StopFuture;
 use shared_proto::stopping::StopSignal;
 use shared_proto::stopping::Stopping;
+use shared_proto::tls::TlsMaterial;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
-use crate::block_store::BlockStore;
+use crate::admin::AdminService;
 use crate::catchup;
-use crate::channels::system_clock;
-use crate::channels::ChannelRuntime;
 use crate::channels::Registry;
-use crate::consensus::log_store::LogStore;
-use crate::consensus::log_store::Reconciled;
 use crate::consensus::network::ClusterClients;
-use crate::consensus::network::Network;
 use crate::consensus::network::RAFT_MESSAGE_BYTES_MAX;
-use crate::consensus::proposer;
-use crate::consensus::proposer::Proposer;
-use crate::consensus::rejoin;
-use crate::consensus::rejoin::RaftStart;
-use crate::consensus::state_machine::StateMachine;
-use crate::consensus::Raft;
-use crate::cutter::BatchLimits;
 use crate::metrics::Metrics;
 use crate::ops;
-use crate::services::AdminService;
+use crate::runtime;
+use crate::runtime::ChannelContext;
 use crate::services::AtomicBroadcastService;
 use crate::services::ClusterService;
-use shared_proto::tls::TlsMaterial;
-
-/// Entries per AppendEntries: an entry holds at most `BATCH_BYTES_MAX`, so this bounds one
-/// Raft message below [`RAFT_MESSAGE_BYTES_MAX`].
-const APPEND_ENTRIES_MAX: u64 = 12;
 
 /// Longest the servers may take to close their connections once every call has been ended;
 /// connections still open then are dropped.
 pub const STOP_DRAIN: Duration = Duration::from_secs(2);
-/// Longest one channel's Raft may take to stop.
-pub const STOP_RAFT: Duration = Duration::from_secs(1);
+pub use crate::runtime::STOP_RAFT;
 
 /// Why the node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +55,8 @@ pub enum NodeError {
     Tls(#[from] shared_proto::tls::TlsError),
     #[error("storage at {path}: {reason}")]
     Storage { path: String, reason: String },
-    #[error("genesis block {path}: {reason}")]
-    Genesis { path: String, reason: String },
-    #[error("node {node_id} is not a consenter of channel {channel}")]
-    NotConsenter { channel: String, node_id: u64 },
-    #[error("raft for channel {channel}: {reason}")]
-    Raft { channel: String, reason: String },
+    #[error(transparent)]
+    Channel(#[from] crate::runtime::RuntimeError),
     #[error("server: {0}")]
     Serve(String),
     #[error("stopped after a fatal error: {0}")]
@@ -126,7 +99,6 @@ pub struct Node {
     db: Database,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<Result<(), NodeError>>>,
-    background: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -166,47 +138,23 @@ impl Node {
             .map_err(|e| err(e.to_string()))?;
         let clients = ClusterClients::new(dialer.clone());
         let metrics = Arc::new(Metrics::default());
-        let mut channels = BTreeMap::new();
-        let mut background = Vec::new();
-        for bootstrap in &config.channels {
-            let runtime = start_channel(
-                config,
-                &db,
-                &bootstrap.genesis_block,
-                identity.clone(),
-                &clients,
-            )
-            .await?;
-            background.push(tokio::spawn(
-                metrics.count_leader_changes(&runtime.id, runtime.raft.metrics()),
-            ));
-            background.push(tokio::spawn(proposer::batch_timer(
-                runtime.raft.clone(),
-                config.node_id,
-                runtime.status.clone(),
-                runtime.config.clone(),
-            )));
-            channels.insert(runtime.id.clone(), Arc::new(runtime));
-        }
-        let registry = Arc::new(Registry {
+        let registry = Arc::new(Registry::new(config.node_id, metrics));
+        let ctx = Arc::new(ChannelContext {
             node_id: config.node_id,
-            channels,
-            metrics,
-            clock: system_clock,
-            in_flight: Default::default(),
-            clock_skew_secs: 0.into(),
+            data_dir: config.data_dir.clone(),
+            db: db.clone(),
+            identity,
+            clients,
+            dialer,
+            raft: config.raft.clone(),
         });
-        for channel in registry.channels.values() {
-            background.push(tokio::spawn(crate::membership::run(
-                channel.clone(),
-                config.node_id,
-            )));
-            background.push(tokio::spawn(catchup::run(
-                registry.clone(),
-                channel.clone(),
-                identity.clone(),
-                dialer.clone(),
-            )));
+        let bootstrap: Vec<std::path::PathBuf> = config
+            .channels
+            .iter()
+            .map(|c| c.genesis_block.clone())
+            .collect();
+        for genesis in runtime::channels_to_start(&ctx, &bootstrap)? {
+            runtime::start(&ctx, &registry, &genesis).await?;
         }
         let addr = |l: &TcpListener| l.local_addr().map_err(|e| NodeError::Serve(e.to_string()));
         let (client_addr, cluster_addr, ops_addr) = (
@@ -215,16 +163,7 @@ impl Node {
             addr(&listeners.ops)?,
         );
         let (stop, _) = watch::channel(false);
-        let servers = spawn_servers(&registry, &tls, listeners, &stop)?;
-        for channel in registry.channels.values() {
-            if channel.rejoin.start() == RaftStart::Deciding {
-                background.push(tokio::spawn(rejoin::run(
-                    channel.clone(),
-                    config.node_id,
-                    clients.clone(),
-                )));
-            }
-        }
+        let servers = spawn_servers(&registry, &ctx, &tls, listeners, &stop)?;
         tracing::info!(node_id = config.node_id, %client_addr, %cluster_addr, %ops_addr, "orderer started");
         Ok(Node {
             registry,
@@ -234,39 +173,13 @@ impl Node {
             db,
             stop,
             servers,
-            background,
         })
     }
 
     /// Completes when a channel's Raft stops on its own: a storage failure (fsync, write) is
     /// fatal to openraft, and the node must then stop rather than keep answering.
     pub async fn fatal(&self) -> String {
-        let waits = self.registry.channels.values().map(|ch| {
-            let mut metrics = ch.raft.metrics();
-            let id = ch.id.clone();
-            let ch = ch.clone();
-            Box::pin(async move {
-                loop {
-                    if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                        if ch.removed_at().is_none() {
-                            return format!("channel {id}: raft stopped: {fatal}");
-                        }
-                    }
-                    if metrics.changed().await.is_err() {
-                        if ch.removed_at().is_some() {
-                            // Stopped on purpose: this node was removed from the channel.
-                            return std::future::pending().await;
-                        }
-                        return format!("channel {id}: raft stopped");
-                    }
-                }
-            })
-        });
-        let waits: Vec<_> = waits.collect();
-        if waits.is_empty() {
-            return std::future::pending().await;
-        }
-        futures::future::select_all(waits).await.0
+        self.registry.fatal().await
     }
 
     /// Graceful stop, bounded by [`STOP_DRAIN`] and [`STOP_RAFT`]: servers stop accepting
@@ -275,17 +188,8 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
         shared_proto::stopping::drain_servers(self.servers, STOP_DRAIN).await;
-        for task in &self.background {
-            task.abort();
-        }
-        for channel in self.registry.channels.values() {
-            match tokio::time::timeout(STOP_RAFT, channel.raft.shutdown()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(channel = %channel.id, error = %e, "raft shutdown"),
-                Err(_) => {
-                    tracing::warn!(channel = %channel.id, after = ?STOP_RAFT, "raft shutdown timed out")
-                }
-            }
+        for channel in self.registry.channels() {
+            runtime::stop(&channel).await;
         }
         self.db
             .persist(PersistMode::SyncAll)
@@ -298,124 +202,9 @@ impl Node {
     }
 }
 
-fn read_genesis(path: &std::path::Path) -> Result<Block, NodeError> {
-    let genesis_err = |reason: String| NodeError::Genesis {
-        path: path.display().to_string(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| genesis_err(e.to_string()))?;
-    Block::decode(bytes.as_slice()).map_err(|e| genesis_err(e.to_string()))
-}
-
-async fn start_channel(
-    config: &OrdererConfig,
-    db: &Database,
-    genesis_path: &std::path::Path,
-    identity: Arc<SigningIdentity>,
-    clients: &ClusterClients,
-) -> Result<ChannelRuntime, NodeError> {
-    let genesis = read_genesis(genesis_path)?;
-    let (channel, _) = block::verify_genesis(&genesis).map_err(|e| NodeError::Genesis {
-        path: genesis_path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let id = channel.id().to_owned();
-    let members: BTreeMap<u64, BasicNode> = channel
-        .consenters()
-        .iter()
-        .map(|c| (c.id, BasicNode::new(format!("{}:{}", c.host, c.port))))
-        .collect();
-    if !members.contains_key(&config.node_id) {
-        tracing::info!(
-            channel = %id,
-            node_id = config.node_id,
-            "not a consenter in the config this node starts from: it waits for the leader to \
-             add it as a learner (a config update naming it as a consenter)"
-        );
-    }
-    let raft_err = |reason: String| NodeError::Raft {
-        channel: id.clone(),
-        reason,
-    };
-    let storage = |e: String| NodeError::Storage {
-        path: config.data_dir.display().to_string(),
-        reason: e,
-    };
-    let limits = BatchLimits::from_config(&channel.batch_size());
-    let store = BlockStore::open(db, &id).map_err(|e| storage(e.to_string()))?;
-    let mut sm = StateMachine::open(store.clone(), &id, &genesis, identity, limits)
-        .map_err(|e| storage(e.to_string()))?;
-    let status = sm.subscribe();
-    let live_config = sm.config_watch();
-    let mut log = LogStore::open(db, &id).map_err(|e| storage(e.to_string()))?;
-    // A crash during a snapshot install can leave the log purged past the state machine.
-    let (applied, _) = sm
-        .applied_state()
-        .await
-        .map_err(|e| storage(e.to_string()))?;
-    match log
-        .reconcile(applied)
-        .await
-        .map_err(|e| storage(e.to_string()))?
-    {
-        Reconciled::Consistent => {}
-        repaired => tracing::warn!(
-            channel = %id,
-            ?repaired,
-            "the Raft log was ahead of the state machine (a crash during a snapshot install); \
-             rewound to the state machine, the leader sends the snapshot again"
-        ),
-    }
-    // With no Raft state the node abstains from voting and decides, once its servers run,
-    // whether this is the cluster's first boot (rejoin.rs).
-    let start = if log
-        .is_pristine()
-        .await
-        .map_err(|e| storage(e.to_string()))?
-    {
-        RaftStart::Deciding
-    } else {
-        RaftStart::Resumed
-    };
-    let r = &config.raft;
-    let raft_config = openraft::Config {
-        cluster_name: id.clone(),
-        heartbeat_interval: r.heartbeat_interval_ms,
-        election_timeout_min: r.election_timeout_min_ms,
-        election_timeout_max: r.election_timeout_max_ms,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_interval_entries),
-        max_in_snapshot_log_to_keep: r.entries_kept_after_snapshot,
-        max_payload_entries: APPEND_ENTRIES_MAX,
-        install_snapshot_timeout: 2000,
-        ..Default::default()
-    }
-    .validate()
-    .map_err(|e| raft_err(e.to_string()))?;
-    let liveness = Arc::new(crate::membership::Liveness::default());
-    let raft = Raft::new(
-        config.node_id,
-        Arc::new(raft_config),
-        Network::new(&id, clients.clone(), liveness.clone()),
-        log,
-        sm,
-    )
-    .await
-    .map_err(|e| raft_err(e.to_string()))?;
-    let proposer = Proposer::spawn(id.clone(), raft.clone(), clients.clone());
-    Ok(ChannelRuntime::new(
-        id,
-        live_config,
-        raft,
-        store,
-        proposer,
-        status,
-        rejoin::Rejoin::new(start),
-        liveness,
-    ))
-}
-
 fn spawn_servers(
     registry: &Arc<Registry>,
+    ctx: &Arc<ChannelContext>,
     tls: &TlsMaterial,
     listeners: Listeners,
     stop: &watch::Sender<bool>,
@@ -452,6 +241,7 @@ fn spawn_servers(
         .add_service(Stopping::new(
             AdminServer::new(AdminService {
                 registry: registry.clone(),
+                ctx: ctx.clone(),
             }),
             calls.clone(),
         ))

@@ -38,11 +38,12 @@ pub async fn serve(
 /// Why the node is not ready, per channel; empty when ready.
 pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
     let mut reasons = Vec::new();
-    for (id, ch) in &registry.channels {
+    for ch in registry.channels() {
+        let id = &ch.id;
         if ch.removed_at().is_some() {
             continue; // a channel this node was removed from is reported in /status
         }
-        if let Some(reason) = raft_not_ready(registry.node_id, ch) {
+        if let Some(reason) = raft_not_ready(registry.node_id, &ch) {
             reasons.push(format!("channel {id}: {reason}"));
         }
         let next = ch.status.borrow().next_block;
@@ -100,7 +101,8 @@ async fn readyz(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
 /// the Raft log's term, last index, snapshot and purge points.
 async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     let mut channels = serde_json::Map::new();
-    for (id, ch) in &registry.channels {
+    for ch in registry.channels() {
+        let id = &ch.id;
         let height = ch.store.height();
         let last_hash = height
             .checked_sub(1)
@@ -117,7 +119,7 @@ async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
                 "leader": ch.leader(),
                 "pending": ch.status.borrow().pending,
                 "config_sequence": ch.status.borrow().config_sequence,
-                "role": crate::membership::role(registry.node_id, ch),
+                "role": crate::membership::role(registry.node_id, &ch),
                 "raft": {
                     "term": raft.current_term,
                     "last_log_index": raft.last_log_index,
@@ -133,8 +135,8 @@ async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     let m: &Metrics = &registry.metrics;
-    for ch in registry.channels.values() {
-        m.refresh(registry.node_id, ch);
+    for ch in registry.channels() {
+        m.refresh(registry.node_id, &ch);
     }
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &m.registry) {

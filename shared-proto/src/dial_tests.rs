@@ -24,9 +24,7 @@ use crate::node_config::AddressOverride;
 use crate::node_config::TlsFiles;
 use crate::pb::common::Envelope;
 use crate::pb::orderer::admin_client::AdminClient;
-use crate::pb::orderer::admin_server::Admin;
 use crate::pb::orderer::admin_server::AdminServer;
-use crate::pb::orderer::ClusterStatusResponse;
 use crate::tls::TlsMaterial;
 
 fn o(from: &str, to: &str) -> AddressOverride {
@@ -89,36 +87,7 @@ fn material_for(name: &str, dir: &Path) -> TlsMaterial {
     TlsMaterial::load(&files).unwrap()
 }
 
-#[derive(Debug)]
-struct Answer;
-
-#[tonic::async_trait]
-impl Admin for Answer {
-    async fn cluster_status(
-        &self,
-        request: tonic::Request<Envelope>,
-    ) -> Result<tonic::Response<ClusterStatusResponse>, tonic::Status> {
-        let client_certs = request.peer_certs().map_or(0, |c| c.len());
-        Ok(tonic::Response::new(ClusterStatusResponse {
-            node_id: client_certs as u64,
-            ..Default::default()
-        }))
-    }
-
-    async fn add_consenter(
-        &self,
-        _: tonic::Request<Envelope>,
-    ) -> Result<tonic::Response<ClusterStatusResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("test"))
-    }
-
-    async fn remove_consenter(
-        &self,
-        _: tonic::Request<Envelope>,
-    ) -> Result<tonic::Response<ClusterStatusResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("test"))
-    }
-}
+use crate::test_answer::Answer;
 
 async fn ask(dialer: &Dialer, advertised: &str) -> Result<u64, String> {
     let channel = dialer

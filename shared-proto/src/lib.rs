@@ -34,6 +34,9 @@ pub mod signing;
 pub mod stopping;
 pub mod tls;
 
+#[cfg(test)]
+mod test_answer;
+
 /// The system clock in Unix seconds (0 if it is before 1970). Nodes inject it so tests can
 /// use another.
 pub fn system_clock() -> i64 {

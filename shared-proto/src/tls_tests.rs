@@ -21,9 +21,7 @@ use crate::msp::der_to_pem;
 use crate::node_config::TlsFiles;
 use crate::pb::common::Envelope;
 use crate::pb::orderer::admin_client::AdminClient;
-use crate::pb::orderer::admin_server::Admin;
 use crate::pb::orderer::admin_server::AdminServer;
-use crate::pb::orderer::ClusterStatusResponse;
 
 /// Fixed RSA-2048 test keys (ring verifies and signs RSA but cannot generate it). Test only.
 const RSA_CA_KEY: &str = include_str!("testdata/rsa2048-ca.key.pem");
@@ -87,37 +85,7 @@ fn material(alg: Alg, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
-#[derive(Debug)]
-struct Answer;
-
-#[tonic::async_trait]
-impl Admin for Answer {
-    async fn cluster_status(
-        &self,
-        request: tonic::Request<Envelope>,
-    ) -> Result<tonic::Response<ClusterStatusResponse>, tonic::Status> {
-        // Mutual TLS: the client's certificate must have reached the service.
-        let client_certs = request.peer_certs().map_or(0, |c| c.len());
-        Ok(tonic::Response::new(ClusterStatusResponse {
-            node_id: client_certs as u64,
-            ..Default::default()
-        }))
-    }
-
-    async fn add_consenter(
-        &self,
-        _: tonic::Request<Envelope>,
-    ) -> Result<tonic::Response<ClusterStatusResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("test"))
-    }
-
-    async fn remove_consenter(
-        &self,
-        _: tonic::Request<Envelope>,
-    ) -> Result<tonic::Response<ClusterStatusResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("test"))
-    }
-}
+use crate::test_answer::Answer;
 
 #[test]
 fn node_tls_accepts_ecdsa_p256_p384_rsa_and_ed25519_as_server_and_client() {

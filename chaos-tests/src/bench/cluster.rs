@@ -147,7 +147,7 @@ impl Cluster {
     pub(super) fn last_log_index(&self) -> u64 {
         self.nodes
             .iter()
-            .filter_map(|r| r.node.as_ref()?.registry.get(CHANNEL).cloned())
+            .filter_map(|r| r.node.as_ref()?.registry.get(CHANNEL))
             .filter_map(|ch| ch.raft.metrics().borrow().last_log_index)
             .max()
             .unwrap_or(0)

@@ -59,6 +59,11 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 }
 
 impl LogStore {
+    /// The keyspaces a channel's Raft log uses (deleted when the channel is removed).
+    pub fn keyspace_names(channel_id: &str) -> Vec<String> {
+        vec![format!("rlog.{channel_id}"), format!("rmeta.{channel_id}")]
+    }
+
     pub fn open(db: &Database, channel_id: &str) -> std::result::Result<Self, fjall::Error> {
         Ok(LogStore {
             db: db.clone(),

@@ -224,6 +224,11 @@ impl StateMachine {
         Ok(sm)
     }
 
+    /// The keyspace a channel's state machine uses (deleted when the channel is removed).
+    pub fn keyspace_names(channel_id: &str) -> Vec<String> {
+        vec![format!("sm.{channel_id}")]
+    }
+
     /// The config in force, as it changes (a config block applied, a snapshot installed).
     pub fn config_watch(&self) -> watch::Receiver<Arc<Channel>> {
         self.config.subscribe()

@@ -22,8 +22,8 @@ use shared_proto::pb::orderer::admin_client::AdminClient;
 use shared_proto::pb::orderer::raft_request::Kind;
 use shared_proto::pb::orderer::ClusterStatusRequest;
 use shared_proto::pb::orderer::ClusterStatusResponse;
-use shared_proto::pb::orderer::ConsenterChange;
 use shared_proto::pb::orderer::RaftRequest;
+use shared_proto::pb::orderer::RemoveChannelRequest;
 use tonic::transport::Certificate;
 use tonic::transport::Channel as GrpcChannel;
 use tonic::transport::ClientTlsConfig;
@@ -242,8 +242,8 @@ async fn status(
     client.cluster_status(request).await.map(|r| r.into_inner())
 }
 
-fn expect_code(
-    result: Result<ClusterStatusResponse, tonic::Status>,
+fn expect_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
     code: Code,
     says: &str,
 ) -> anyhow::Result<()> {
@@ -337,13 +337,11 @@ fn admin_calls_need_mutual_tls_and_an_orderer_org_admin() {
             .await;
         catalogue
             .check(
-                "no client certificate, AddConsenter -> UNAUTHENTICATED",
+                "no client certificate, RemoveChannel -> UNAUTHENTICATED",
                 async {
                     let mut c = admin_client(&cluster, 0, None);
-                    let data = prost::Message::encode_to_vec(&ConsenterChange {
+                    let data = prost::Message::encode_to_vec(&RemoveChannelRequest {
                         channel_id: CHANNEL.into(),
-                        node_id: 4,
-                        address: "127.0.0.1:1".into(),
                     });
                     let env = admin_request(
                         &admin_id,
@@ -351,7 +349,7 @@ fn admin_calls_need_mutual_tls_and_an_orderer_org_admin() {
                         data,
                         now_unix() as u64 * 1000,
                     );
-                    let r = c.add_consenter(env).await.map(|r| r.into_inner());
+                    let r = c.remove_channel(env).await.map(|r| r.into_inner());
                     expect_code(r, Code::Unauthenticated, "mutual TLS")
                 },
             )
@@ -469,22 +467,25 @@ fn admin_calls_need_mutual_tls_and_an_orderer_org_admin() {
             .await;
         catalogue
             .check(
-                "orderer admin, AddConsenter -> UNIMPLEMENTED after authorisation",
+                "client identity (Org1 User1), RemoveChannel -> PERMISSION_DENIED, channel kept",
                 async {
-                    let mut c = admin_client(&cluster, 0, admin_tls);
-                    let data = prost::Message::encode_to_vec(&ConsenterChange {
+                    let mut c = admin_client(&cluster, 0, user_tls);
+                    let data = prost::Message::encode_to_vec(&RemoveChannelRequest {
                         channel_id: CHANNEL.into(),
-                        node_id: 4,
-                        address: "127.0.0.1:1".into(),
                     });
                     let env = admin_request(
-                        &admin_id,
+                        &cluster.client,
                         HeaderType::OrdererAdmin,
                         data,
                         now_unix() as u64 * 1000,
                     );
-                    let r = c.add_consenter(env).await.map(|r| r.into_inner());
-                    expect_code(r, Code::Unimplemented, "not implemented yet")
+                    let r = c.remove_channel(env).await.map(|r| r.into_inner());
+                    expect_code(r, Code::PermissionDenied, "has role client")?;
+                    anyhow::ensure!(
+                        cluster.node(0).registry.get(CHANNEL).is_some(),
+                        "the channel was removed"
+                    );
+                    Ok(())
                 },
             )
             .await;
