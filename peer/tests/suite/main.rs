@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod deliver_endpoints;
 mod e2e;
 mod gossip;
+mod live_config;
 mod query;
