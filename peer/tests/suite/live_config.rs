@@ -347,6 +347,25 @@ fn peer_follows_a_config_block_in_every_service_and_keeps_it_across_a_restart() 
         let again = next_block(&node, &orderer, notes_put(&org3_client, &org3_peer, "c"), None);
         assert_eq!(commit(&node, again), vec![TxValidationCode::Valid]);
 
+        // `peer channel list` shows it (from the peer's ops endpoint).
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_peer"))
+            .args(["channel", "list", "--json", "--ops"])
+            .arg(node.ops_addr.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let e2e = listed["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == CHANNEL)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            e2e,
+            serde_json::json!({"id": CHANNEL, "height": 5, "config_sequence": 1, "config_block": 2})
+        );
         node.shutdown().await.unwrap();
     });
 }
