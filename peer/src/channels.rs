@@ -15,9 +15,16 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct PeerChannel {
     pub id: String,
-    pub config: Arc<Channel>,
     pub ledger: Ledger,
     pub committer: Arc<Committer>,
+}
+
+impl PeerChannel {
+    /// The channel's config in force now (it changes with config blocks): take it once per
+    /// request and use that one throughout.
+    pub fn config(&self) -> Arc<Channel> {
+        self.committer.config()
+    }
 }
 
 /// Every channel of the peer, plus what services share.

@@ -2,8 +2,11 @@
 //!
 //! The one path every block takes, whether it came from an orderer or from a fellow peer by
 //! gossip: verify it is the next block (number, previous hash, data hash, orderer
-//! signatures against BlockValidation), validate its transactions, record the codes in its
-//! metadata and commit block + codes + state + index + savepoint in one atomic batch.
+//! signatures against BlockValidation, `last_config_index`), validate its transactions (a
+//! config block: its config update, see [`crate::channel_config`]), record the codes in its
+//! metadata and commit block + codes + state + index + savepoint in one atomic batch. A valid
+//! config block's config is in force from the next block on: every check of a block uses the
+//! config in force before it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,10 +19,14 @@ use shared_proto::msp::ANY_TIME;
 use shared_proto::pb::common::Block;
 use shared_proto::pb::tx::TxValidationCode;
 
+use crate::channel_config;
+use crate::channel_config::ConfigError;
+use crate::channel_config::LiveConfig;
 use crate::ledger::Ledger;
 use crate::ledger::LedgerError;
 use crate::metrics::Metrics;
 use crate::validate;
+use crate::validate::ValidatedBlock;
 
 /// Why a block was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +34,30 @@ pub enum CommitError {
     /// The block is not the valid next block: refused, nothing written. The source is suspect.
     #[error("block refused: {0}")]
     Refused(#[from] BlockError),
+    /// The orderers' signatures hold, but the block names another config block than the
+    /// chain's latest: refused, nothing written (a restart would read the wrong config).
+    #[error("block {number} refused: its last_config_index is {found}, but the chain's latest config block is {expected}")]
+    LastConfigIndex {
+        number: u64,
+        found: u64,
+        expected: u64,
+    },
     /// The ledger already holds this block (another source delivered it first): nothing to do.
     #[error("block {number} is already committed")]
     AlreadyCommitted { number: u64 },
     /// Storage failed: the peer must stop.
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
+}
+
+impl CommitError {
+    /// Whether the block was refused (the source is suspect; the peer goes on).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            CommitError::Refused(_) | CommitError::LastConfigIndex { .. }
+        )
+    }
 }
 
 /// What committing a block did.
@@ -45,7 +70,8 @@ pub struct Committed {
 /// Verifies, validates and commits blocks of one channel, in order.
 #[derive(Debug)]
 pub struct Committer {
-    pub channel: Arc<Channel>,
+    /// The config in force; switched here when a valid config block commits.
+    config: LiveConfig,
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
     /// Highest block number + 1 seen from any source (for readiness).
@@ -55,14 +81,65 @@ pub struct Committer {
 }
 
 impl Committer {
+    /// A committer for a pristine ledger, under `channel` (its genesis config): benchmarks and
+    /// tests. A node opens its channels with [`Committer::open`].
     pub fn new(channel: Arc<Channel>, ledger: Ledger, metrics: Arc<Metrics>) -> Self {
         Committer {
-            channel,
+            config: LiveConfig::new(channel),
             ledger,
             metrics,
             tip_seen: std::sync::atomic::AtomicU64::new(0),
             commit_lock: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Opens a channel's committer: commits `genesis` on a pristine ledger; otherwise checks
+    /// that the ledger's block 0 is `genesis` and reads the config in force from the ledger
+    /// (its latest valid config block, see [`channel_config::load_in_force`]).
+    pub fn open(
+        genesis: &Block,
+        ledger: Ledger,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ConfigError> {
+        let (channel, genesis_hash) =
+            block::verify_genesis(genesis).map_err(ConfigError::Genesis)?;
+        let committer = Committer::new(Arc::new(channel), ledger, metrics);
+        if committer.ledger.height() == 0 {
+            committer.bootstrap(genesis).map_err(|e| match e {
+                CommitError::Refused(e) => ConfigError::Genesis(e),
+                CommitError::Ledger(e) => ConfigError::Ledger(e),
+                other => ConfigError::BadConfigBlock {
+                    number: 0,
+                    reason: other.to_string(),
+                },
+            })?;
+            return Ok(committer);
+        }
+        channel_config::check_genesis(&committer.ledger, genesis_hash)?;
+        let in_force = channel_config::load_in_force(&committer.ledger)?;
+        tracing::info!(
+            channel = %committer.channel_id(),
+            sequence = in_force.channel.sequence(),
+            config_block = in_force.block,
+            height = committer.ledger.height(),
+            "config in force read from the ledger"
+        );
+        committer.config.restore(in_force);
+        Ok(committer)
+    }
+
+    pub fn channel_id(&self) -> &str {
+        self.config.channel_id()
+    }
+
+    /// The config in force now (take it once per request).
+    pub fn config(&self) -> Arc<Channel> {
+        self.config.current()
+    }
+
+    /// The live config: subscribe to follow config blocks.
+    pub fn live_config(&self) -> &LiveConfig {
+        &self.config
     }
 
     /// Records that a source has block `number` (so the chain is at least `number + 1` long).
@@ -122,15 +199,47 @@ impl Committer {
             number: self.ledger.height(),
             previous_hash: self.ledger.last_block_hash()?,
         };
-        block::verify_block(&self.channel, &block, expected, now_unix)?;
+        let current = self.config.current();
+        block::verify_block(&current, &block, expected, now_unix)?;
+        let config_envelope = channel_config::config_envelope(&block);
+        let is_config_block = config_envelope.is_some();
+        let want = self
+            .config
+            .expected_last_config_index(number, is_config_block);
+        let found = block::last_config_index(&block);
+        if found != want {
+            return Err(CommitError::LastConfigIndex {
+                number,
+                found,
+                expected: want,
+            });
+        }
         let started = Instant::now();
-        let validated = validate::validate_block(&self.channel, &self.ledger, &block, now_unix)?;
+        let (validated, next) = match config_envelope {
+            // Config blocks are judged at ANY_TIME whatever `now_unix` (see channel_config).
+            Some(envelope) => {
+                let verdict =
+                    channel_config::validate_config_block(&current, &self.ledger, envelope)?;
+                let validated = ValidatedBlock {
+                    codes: vec![verdict.code],
+                    writes: Vec::new(),
+                    tx_ids: vec![verdict.tx_id],
+                };
+                (validated, verdict.next)
+            }
+            None => (
+                validate::validate_block(&current, &self.ledger, &block, now_unix)?,
+                None,
+            ),
+        };
         let validated_at = Instant::now();
         let code_bytes: Vec<u8> = validated.codes.iter().map(|c| *c as u8).collect();
         block::set_validation_codes(&mut block, &code_bytes);
         let codes: Vec<i32> = validated.codes.iter().map(|c| *c as i32).collect();
         self.ledger
             .commit(&block, &validated.tx_ids, &codes, &validated.writes)?;
+        // Still under the commit lock: the next block is checked under the new config.
+        self.config.committed(number, is_config_block, next);
         self.metrics.observe_block(
             &validated.codes,
             validated_at - started,

@@ -5,8 +5,13 @@
 //! [`Committer::process`]; a block that fails verification (bad signature, broken chain) is
 //! refused and the client moves to the next orderer. An orderer that is down, ends the stream
 //! or sends nothing for [`IDLE_SWITCH`] while we wait is left for the next one. Retries back off
-//! up to [`BACKOFF_MAX`]. Orderer endpoints are the channel config's, dialled through the
-//! peer's [`Dialer`] (`address_overrides`).
+//! up to [`BACKOFF_MAX`]. Orderer endpoints are dialled through the peer's [`Dialer`]
+//! (`address_overrides`).
+//!
+//! The orderers are the `orderer_endpoints` of the config in force, read again at every
+//! (re)connect, so a config block that changes them takes effect without a restart
+//! ([`next_endpoint`]); when a config block drops the orderer of the open session, the session
+//! ends and the client switches at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +51,8 @@ pub enum SessionEnd {
     Refused(String, CommitError),
     #[error("ledger failed: {0}")]
     Fatal(CommitError),
+    #[error("{0} is no longer an orderer endpoint of the channel (config block)")]
+    Removed(String),
 }
 
 /// Follows the orderers until the ledger fails (returned) or the task is dropped.
@@ -55,25 +62,31 @@ pub async fn run(
     dialer: Arc<Dialer>,
     clock: fn() -> i64,
 ) -> CommitError {
-    let endpoints = committer.channel.orderer_endpoints().to_vec();
-    let mut next = 0usize;
+    let mut last: Option<String> = None;
     let mut backoff = BACKOFF_MIN;
     loop {
-        if endpoints.is_empty() {
+        let config = committer.config();
+        let Some(endpoint) = next_endpoint(config.orderer_endpoints(), last.as_deref()) else {
             tokio::time::sleep(BACKOFF_MAX).await;
             continue;
-        }
-        let endpoint = &endpoints[next % endpoints.len()];
-        next += 1;
+        };
+        let endpoint = endpoint.to_owned();
         let before = committer.ledger.height();
-        match session(&committer, &identity, &dialer, endpoint, clock).await {
+        match session(&committer, &identity, &dialer, &endpoint, clock).await {
             SessionEnd::Fatal(e) => return e,
             SessionEnd::Refused(from, e) => {
                 committer.metrics.blocks_refused.inc();
                 tracing::warn!(orderer = %from, error = %e, "refused a block; switching orderer");
             }
+            e @ SessionEnd::Removed(_) => {
+                tracing::info!(error = %e, "switching orderer");
+                last = Some(endpoint);
+                backoff = BACKOFF_MIN;
+                continue;
+            }
             other => tracing::debug!(error = %other, "deliver session ended"),
         }
+        last = Some(endpoint);
         if committer.ledger.height() > before {
             backoff = BACKOFF_MIN;
         } else {
@@ -81,6 +94,18 @@ pub async fn run(
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
+}
+
+/// The orderer to try after `last` among `endpoints` (the list of the config in force): the
+/// one after it in the list, wrapping around; the first when `last` is `None` or no longer in
+/// the list. `None` when the list is empty.
+pub fn next_endpoint<'a>(endpoints: &'a [String], last: Option<&str>) -> Option<&'a str> {
+    let after = last
+        .and_then(|l| endpoints.iter().position(|e| e == l))
+        .map_or(0, |i| i + 1);
+    endpoints
+        .get(after % endpoints.len().max(1))
+        .map(String::as_str)
 }
 
 async fn session(
@@ -98,8 +123,14 @@ async fn session(
         Ok(c) => c,
         Err(e) => return SessionEnd::Connect(endpoint.to_owned(), e.to_string()),
     };
-    let mut client = AtomicBroadcastClient::new(conn)
-        .max_decoding_message_size(committer.channel.block_bytes_max());
+    let mut config_rx = committer.live_config().subscribe();
+    let config = config_rx.borrow_and_update().clone();
+    if !config.orderer_endpoints().iter().any(|e| e == endpoint) {
+        // A config block dropped it while we were connecting.
+        return SessionEnd::Removed(endpoint.to_owned());
+    }
+    let mut client =
+        AtomicBroadcastClient::new(conn).max_decoding_message_size(config.block_bytes_max());
     let request = SeekInfo {
         start: Some(seek::specified(committer.ledger.height())),
         stop: Some(seek::follow()),
@@ -108,7 +139,7 @@ async fn session(
     let envelope = envelope::create_signed_envelope(
         identity,
         HeaderType::DeliverSeekInfo,
-        committer.channel.id(),
+        committer.channel_id(),
         request.encode_to_vec(),
         envelope::new_nonce(),
         (clock().max(0) as u64) * 1000,
@@ -117,12 +148,34 @@ async fn session(
         Ok(r) => r.into_inner(),
         Err(s) => return SessionEnd::Rpc(endpoint.to_owned(), s),
     };
+    let idle = tokio::time::sleep(IDLE_SWITCH);
+    tokio::pin!(idle);
     loop {
-        let msg = match tokio::time::timeout(IDLE_SWITCH, stream.next()).await {
-            Err(_) => return SessionEnd::Idle(endpoint.to_owned(), IDLE_SWITCH),
-            Ok(None) => return SessionEnd::Ended(endpoint.to_owned()),
-            Ok(Some(Err(s))) => return SessionEnd::Rpc(endpoint.to_owned(), s),
-            Ok(Some(Ok(m))) => m,
+        let next = tokio::select! {
+            () = &mut idle => return SessionEnd::Idle(endpoint.to_owned(), IDLE_SWITCH),
+            changed = config_rx.changed() => {
+                // The committer owns the sender and outlives this session.
+                if changed.is_err() {
+                    return SessionEnd::Ended(endpoint.to_owned());
+                }
+                let listed = config_rx
+                    .borrow_and_update()
+                    .orderer_endpoints()
+                    .iter()
+                    .any(|e| e == endpoint);
+                if !listed {
+                    return SessionEnd::Removed(endpoint.to_owned());
+                }
+                continue;
+            }
+            next = stream.next() => next,
+        };
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_SWITCH);
+        let msg = match next {
+            None => return SessionEnd::Ended(endpoint.to_owned()),
+            Some(Err(s)) => return SessionEnd::Rpc(endpoint.to_owned(), s),
+            Some(Ok(m)) => m,
         };
         let block = match msg.r#type {
             Some(Type::Block(b)) => b,
@@ -138,9 +191,7 @@ async fn session(
         let result = tokio::task::spawn_blocking(move || c.process(block)).await;
         match result {
             Ok(Ok(_)) | Ok(Err(CommitError::AlreadyCommitted { .. })) => {}
-            Ok(Err(e @ CommitError::Refused(_))) => {
-                return SessionEnd::Refused(endpoint.to_owned(), e)
-            }
+            Ok(Err(e)) if e.is_refusal() => return SessionEnd::Refused(endpoint.to_owned(), e),
             Ok(Err(e)) => return SessionEnd::Fatal(e),
             Err(join) => {
                 return SessionEnd::Fatal(CommitError::Ledger(
@@ -151,5 +202,40 @@ async fn session(
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_endpoint;
+
+    fn list(endpoints: &[&str]) -> Vec<String> {
+        endpoints.iter().map(|e| (*e).to_owned()).collect()
+    }
+
+    #[test]
+    fn orderers_are_tried_in_turn_from_the_first() {
+        let l = list(&["o1:7050", "o2:7050", "o3:7050"]);
+        assert_eq!(next_endpoint(&l, None), Some("o1:7050"));
+        assert_eq!(next_endpoint(&l, Some("o1:7050")), Some("o2:7050"));
+        assert_eq!(next_endpoint(&l, Some("o3:7050")), Some("o1:7050"));
+    }
+
+    #[test]
+    fn changed_list_is_followed_at_the_next_reconnect() {
+        // o2 stays: the turn goes on after it in the new list.
+        let new = list(&["o2:7050", "o4:7050"]);
+        assert_eq!(next_endpoint(&new, Some("o2:7050")), Some("o4:7050"));
+        // o1 was removed: start over at the new list's first.
+        assert_eq!(next_endpoint(&new, Some("o1:7050")), Some("o2:7050"));
+        // An endpoint that is the only one left is tried again.
+        let one = list(&["o4:7050"]);
+        assert_eq!(next_endpoint(&one, Some("o4:7050")), Some("o4:7050"));
+    }
+
+    #[test]
+    fn empty_list_names_no_orderer() {
+        assert_eq!(next_endpoint(&[], Some("o1:7050")), None);
+        assert_eq!(next_endpoint(&[], None), None);
     }
 }

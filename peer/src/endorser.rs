@@ -110,8 +110,9 @@ pub async fn process(
     let channel = registry
         .get(&ch.channel_id)
         .ok_or_else(|| EndorseError::UnknownChannel(ch.channel_id.clone()))?;
-    let creator = channel
-        .config
+    // One config for the whole proposal, though a config block may commit meanwhile.
+    let config = channel.config();
+    let creator = config
         .msps()
         .deserialize_identity(&sh.creator, registry.now_unix())
         .map_err(|e| EndorseError::Creator(e.to_string()))?;
@@ -130,7 +131,7 @@ pub async fn process(
         msp_id: creator.msp_id.clone(),
         role: creator.role,
     };
-    if !matches!(channel.config.evaluate(READERS, &[signer]), Ok(true)) {
+    if !matches!(config.evaluate(READERS, &[signer]), Ok(true)) {
         return Err(EndorseError::NotMember(channel.id.clone()));
     }
     if endorse
@@ -142,7 +143,7 @@ pub async fn process(
         return Err(EndorseError::Duplicate(ch.tx_id));
     }
     // Which chaincode runs is the channel's decision; the version must match its definition.
-    let definition = match channel.config.chaincode(&cc_id.name) {
+    let definition = match config.chaincode(&cc_id.name) {
         Ok(d) => d,
         Err(e) => return Ok(error_response(404, e.to_string())),
     };

@@ -90,17 +90,15 @@ async fn serve_request(
     let Some(channel) = registry.get(&channel_id) else {
         return Ok(Status::NotFound);
     };
-    let verified = match verify_envelope(&channel.config, envelope, registry.now_unix()) {
+    let config = channel.config();
+    let verified = match verify_envelope(&config, envelope, registry.now_unix()) {
         Ok(v) => v,
         Err(e) => return Ok(e.refusal().status()),
     };
     if verified.header_type != HeaderType::DeliverSeekInfo {
         return Ok(Status::BadRequest);
     }
-    if !matches!(
-        channel.config.evaluate(READERS, &[verified.signer()]),
-        Ok(true)
-    ) {
+    if !matches!(config.evaluate(READERS, &[verified.signer()]), Ok(true)) {
         return Ok(Status::Forbidden);
     }
     let Ok(seek) = SeekInfo::decode(verified.data.as_slice()) else {

@@ -5,10 +5,13 @@
 //! org peers ─gossip─▶ [gossip] signed membership, push, pull, reorder buffer
 //!                        ▼
 //!                     [commit] verify block (number, hash chain, data hash,
-//!                        orderer signatures vs BlockValidation), same for both sources
+//!                        orderer signatures vs BlockValidation, last_config_index),
+//!                        same for both sources, under the config in force
 //!                        ▼
 //!                     [validate] per tx in parallel: creator, endorsements, policy;
 //!                        then in order: duplicate tx id, MVCC reads, phantoms
+//!                     or, for a config block, [channel_config] check the update against
+//!                        the config in force; if valid, switch it after the commit
 //!                        ▼
 //!                     [ledger] one atomic batch: block + codes + state + tx index + savepoint
 //!                        ▼
@@ -21,6 +24,7 @@
 //! their code and never change state; a crash never leaves half a block.
 
 pub mod chaincode;
+pub mod channel_config;
 pub mod channels;
 pub mod commit;
 pub mod deliver_client;

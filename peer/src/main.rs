@@ -68,6 +68,30 @@ enum Command {
         #[arg(long)]
         to: Option<u64>,
     },
+    /// Channels of a running peer.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ChannelCommand {
+    /// The channels a running peer has joined, with their height and the config in force
+    /// (read from the peer's ops endpoint, `/status`).
+    List {
+        /// Directory written by `devnet generate` (the peer's ops address comes from it).
+        #[arg(long, value_name = "DIR", required_unless_present = "ops")]
+        network: Option<PathBuf>,
+        #[arg(long, default_value = "Org1MSP")]
+        org: String,
+        #[arg(long, default_value = "peer0")]
+        peer: String,
+        /// The peer's ops address (host:port) instead of the one in `--network`.
+        #[arg(long, value_name = "ADDR")]
+        ops: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Who the client is: a user of a generated network (see `devnet generate`).
@@ -175,7 +199,101 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Blocks { who, from, to } => print_blocks(&who, from, to).await,
+        Command::Channel(ChannelCommand::List {
+            network,
+            org,
+            peer,
+            ops,
+            json,
+        }) => {
+            let addr = match ops {
+                Some(addr) => addr,
+                None => ops_address(network.as_deref(), &org, &peer)?,
+            };
+            list_channels(&addr, json).await
+        }
     }
+}
+
+/// The ops address (host:port) of peer `peer` of org `org` in a generated network.
+fn ops_address(network: Option<&std::path::Path>, org: &str, peer: &str) -> anyhow::Result<String> {
+    let dir = network.context("--network or --ops is required")?;
+    let net = Generated::load(dir)?;
+    let p = net
+        .spec
+        .peer_orgs
+        .iter()
+        .filter(|o| o.msp_id == org)
+        .flat_map(|o| &o.peers)
+        .find(|p| p.name == peer)
+        .with_context(|| format!("no peer {peer} of {org} in {}", dir.display()))?;
+    Ok(format!("{}:{}", p.host, p.ops_port))
+}
+
+/// Prints the channels of the peer whose ops endpoint is `addr`: id, height, config sequence
+/// and the block that set the config in force.
+async fn list_channels(addr: &str, json: bool) -> anyhow::Result<()> {
+    let status: serde_json::Value = serde_json::from_str(&http_get(addr, "/status").await?)
+        .with_context(|| format!("{addr}/status is not JSON"))?;
+    let channels: Vec<serde_json::Value> = status["channels"]
+        .as_object()
+        .context("/status has no channels")?
+        .iter()
+        .map(|(id, ch)| {
+            serde_json::json!({
+                "id": id,
+                "height": ch["height"],
+                "config_sequence": ch["config"]["sequence"],
+                "config_block": ch["config"]["block"],
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::json!({ "channels": channels }));
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>10} {:>16} {:>13}",
+        "CHANNEL", "HEIGHT", "CONFIG SEQUENCE", "CONFIG BLOCK"
+    );
+    for c in &channels {
+        // serde_json's Display ignores widths: format the numbers as strings.
+        let cell = |field: &str| c[field].to_string();
+        println!(
+            "{:<24} {:>10} {:>16} {:>13}",
+            c["id"].as_str().unwrap_or_default(),
+            cell("height"),
+            cell("config_sequence"),
+            cell("config_block")
+        );
+    }
+    Ok(())
+}
+
+/// The body of `GET path` from the plain-HTTP ops endpoint at `addr` (bounded in time).
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let limit = Duration::from_secs(5);
+    let mut stream = tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("connecting to {addr}: timed out"))?
+        .with_context(|| format!("connecting to {addr}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut response = Vec::new();
+    tokio::time::timeout(limit, async {
+        stream.write_all(request.as_bytes()).await?;
+        stream.read_to_end(&mut response).await
+    })
+    .await
+    .with_context(|| format!("{addr}{path}: timed out"))??;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{addr}{path}: not an HTTP response"))?;
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(status.contains(" 200 "), "{addr}{path} answered {status:?}");
+    Ok(body.to_owned())
 }
 
 fn unreachable_command() -> anyhow::Result<()> {

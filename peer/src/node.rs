@@ -27,6 +27,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::chaincode::ChaincodeRegistry;
+use crate::channel_config::ConfigError;
 use crate::channels::system_clock;
 use crate::channels::PeerChannel;
 use crate::channels::Registry;
@@ -46,12 +47,14 @@ pub const SERVICE_MESSAGE_BYTES_MIN: usize = 4 * 1024 * 1024;
 
 /// Largest message the service port decodes or sends: the largest block of the channels this
 /// peer serves (a proposal cannot be larger than the envelope it becomes). A larger request is
-/// refused by the transport (`OUT_OF_RANGE`) before anything reads it.
+/// refused by the transport (`OUT_OF_RANGE`) before anything reads it. Read from the configs
+/// in force when the peer starts: a config block that raises the block size takes effect here
+/// at the next start.
 pub fn service_message_bytes_max(registry: &Registry) -> usize {
     registry
         .channels
         .values()
-        .map(|c| c.config.block_bytes_max())
+        .map(|c| c.config().block_bytes_max())
         .max()
         .unwrap_or(0)
         .max(SERVICE_MESSAGE_BYTES_MIN)
@@ -172,27 +175,31 @@ impl Node {
         let mut channels = BTreeMap::new();
         for bootstrap in &config.channels {
             let genesis = read_genesis(&bootstrap.genesis_block)?;
-            let (channel, _) = block::verify_genesis(&genesis).map_err(|e| NodeError::Genesis {
+            let genesis_err = |reason: String| NodeError::Genesis {
                 path: bootstrap.genesis_block.display().to_string(),
-                reason: e.to_string(),
-            })?;
+                reason,
+            };
+            let (channel, _) =
+                block::verify_genesis(&genesis).map_err(|e| genesis_err(e.to_string()))?;
             let id = channel.id().to_owned();
             let ledger = Ledger::open(&db, &id).map_err(|e| storage(e.to_string()))?;
-            let committer = Arc::new(Committer::new(
-                Arc::new(channel),
-                ledger.clone(),
-                metrics.clone(),
-            ));
-            committer
-                .bootstrap(&genesis)
-                .map_err(|e| storage(e.to_string()))?;
+            // The config in force comes from the ledger (its latest valid config block).
+            let committer = Committer::open(&genesis, ledger.clone(), metrics.clone()).map_err(
+                |e| match e {
+                    ConfigError::Genesis(_) | ConfigError::GenesisMismatch { .. } => {
+                        genesis_err(e.to_string())
+                    }
+                    ConfigError::Ledger(_) | ConfigError::BadConfigBlock { .. } => {
+                        storage(e.to_string())
+                    }
+                },
+            )?;
             channels.insert(
                 id.clone(),
                 Arc::new(PeerChannel {
                     id,
-                    config: committer.channel.clone(),
                     ledger,
-                    committer,
+                    committer: Arc::new(committer),
                 }),
             );
         }

@@ -1,6 +1,7 @@
 //! Operations endpoint (HTTP): `/healthz`, `/readyz` (every channel's ledger is within
 //! [`READY_LAG_BLOCKS`] of the highest block seen from the orderers or, for a gossip-only
-//! peer, from its org's peers), `/metrics`, `/status` (heights, hashes, gossip role).
+//! peer, from its org's peers), `/metrics`, `/status` (heights, hashes, config in force, gossip
+//! role).
 
 use std::sync::Arc;
 
@@ -63,7 +64,8 @@ async fn readyz(State(OpsState { registry, .. }): State<OpsState>) -> impl IntoR
 }
 
 /// Per channel: height, last block's header hash and the state hash (hex), so operators and
-/// tools can compare peers; and gossip: whether this peer leads (pulls from the orderers) and
+/// tools can compare peers; the config in force (its sequence and the block that set it); and
+/// gossip: whether this peer leads (pulls from the orderers) and
 /// which org peers it hears.
 async fn status(State(OpsState { registry, gossip }): State<OpsState>) -> impl IntoResponse {
     let mut channels = serde_json::Map::new();
@@ -71,12 +73,15 @@ async fn status(State(OpsState { registry, gossip }): State<OpsState>) -> impl I
         let ledger = ch.ledger.clone();
         let leader = gossip.is_leader(id);
         let members = gossip.members_alive(id);
+        let config_sequence = ch.config().sequence();
+        let config_block = ch.committer.live_config().in_force_block();
         let view = tokio::task::spawn_blocking(move || {
             let hash = |h: Option<[u8; 32]>| h.map(hex::encode).unwrap_or_default();
             serde_json::json!({
                 "height": ledger.height(),
                 "last_block_hash": hash(ledger.last_block_hash().ok().flatten()),
                 "state_hash": hash(ledger.state_hash().ok()),
+                "config": { "sequence": config_sequence, "block": config_block },
                 "gossip": { "leader": leader, "members_alive": members },
             })
         })

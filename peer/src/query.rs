@@ -177,7 +177,8 @@ pub fn authorize<'r>(
         .get(channel_id)
         .ok_or_else(|| QueryError::UnknownChannel(channel_id.to_owned()))?;
     let now = registry.now_unix();
-    let verified = verify_envelope(&channel.config, signed, now)?;
+    let config = channel.config();
+    let verified = verify_envelope(&config, signed, now)?;
     if verified.header_type != HeaderType::Message {
         return Err(QueryError::HeaderType(verified.header_type));
     }
@@ -189,10 +190,7 @@ pub fn authorize<'r>(
             now_ms,
         });
     }
-    if !matches!(
-        channel.config.evaluate(READERS, &[verified.signer()]),
-        Ok(true)
-    ) {
+    if !matches!(config.evaluate(READERS, &[verified.signer()]), Ok(true)) {
         return Err(QueryError::NotReader {
             subject: verified.creator.common_name.clone(),
             msp_id: verified.creator.msp_id.clone(),

@@ -94,7 +94,7 @@ impl ChannelGossip {
     }
 
     pub(super) fn id(&self) -> &str {
-        self.committer.channel.id()
+        self.committer.channel_id()
     }
 
     pub(super) fn metrics(&self) -> &Metrics {
@@ -403,7 +403,7 @@ impl ChannelGossip {
                 match result {
                     Ok(Ok(_)) => shared.metrics.gossip_received(source.as_str()),
                     Ok(Err(CommitError::AlreadyCommitted { .. })) => {}
-                    Ok(Err(e @ CommitError::Refused(_))) => {
+                    Ok(Err(e)) if e.is_refusal() => {
                         self.metrics().blocks_refused.inc();
                         tracing::warn!(channel = %self.id(), number, error = %e, "refused a gossiped block");
                         shared.strike(&sender);

@@ -87,7 +87,7 @@ impl ChannelGossip {
             // An answer to a pull, not to the probe.
             _ => return false,
         };
-        let channel = self.committer.channel.clone();
+        let channel = self.committer.config();
         let expected = Expected {
             number: last,
             previous_hash: None,

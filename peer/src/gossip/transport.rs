@@ -410,7 +410,7 @@ async fn inbound_loop(shared: Arc<Shared>, sender: Hash, mut inbound: Streaming<
         let content = match message.content {
             Some(Content::Alive(a)) => {
                 let verified = alive::verify_alive(
-                    &channel.committer.channel,
+                    &channel.committer.config(),
                     &shared.msp_id,
                     &a,
                     &sender,

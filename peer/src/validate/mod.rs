@@ -23,7 +23,8 @@
 //! | nonce shorter than `envelope::MIN_NONCE_LEN` | `BAD_COMMON_HEADER` |
 //! | tx id is not hex(SHA-256(nonce ‖ creator)) | `BAD_PROPOSAL_TXID` |
 //! | creator is not a valid member at `now_unix`, or its signature does not verify | `BAD_CREATOR_SIGNATURE` |
-//! | header type is not `ENDORSER_TRANSACTION` (config updates are not supported yet) | `UNKNOWN_TX_TYPE` |
+//! | header type is `CONFIG_UPDATE` (a config update not alone in its block; config blocks are validated by `channel_config`) | `INVALID_CONFIG_TRANSACTION` |
+//! | header type is not `ENDORSER_TRANSACTION` | `UNKNOWN_TX_TYPE` |
 //! | data does not decode as `Transaction` | `BAD_PAYLOAD` |
 //! | more than [`MAX_ENDORSEMENTS`] endorsements | `INVALID_ENDORSER_TRANSACTION` |
 //! | `proposal_response_payload` does not decode | `BAD_RESPONSE_PAYLOAD` |
@@ -91,6 +92,8 @@ use shared_proto::pb::tx::TxValidationCode;
 use crate::ledger::LedgerError;
 use crate::ledger::StateReader;
 use crate::ledger::StateWrite;
+
+pub(crate) use tx::envelope_code;
 
 /// Most reads + writes + range queries + range-query results one transaction may carry;
 /// beyond, `BAD_RWSET`. Bounds phase 2's storage reads per transaction.

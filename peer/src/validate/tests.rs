@@ -265,6 +265,11 @@ fn header_problems_get_their_codes() {
         code_of(env(CHANNEL, HeaderType::Message, nonce())),
         Code::UnknownTxType
     );
+    // Config updates are validated as config blocks (channel_config), never as transactions.
+    assert_eq!(
+        code_of(env(CHANNEL, HeaderType::ConfigUpdate, nonce())),
+        Code::InvalidConfigTransaction
+    );
 
     let header = |tx_id: String, kind: i32, n: Vec<u8>| Header {
         channel_header: Some(ChannelHeader {

@@ -216,7 +216,7 @@ pub(super) fn finish_tx(
 /// The validation code for an envelope [`verify_envelope`] refused.
 ///
 /// [`verify_envelope`]: shared_proto::envelope::verify_envelope
-pub(super) fn envelope_code(error: &EnvelopeError) -> Code {
+pub(crate) fn envelope_code(error: &EnvelopeError) -> Code {
     match error {
         EnvelopeError::MalformedEnvelope { .. }
         | EnvelopeError::EmptyPayload
@@ -239,6 +239,9 @@ fn prepare_endorser_tx(
     envelope: &VerifiedEnvelope,
     now_unix: i64,
 ) -> Result<Endorsed, Code> {
+    if envelope.header_type == HeaderType::ConfigUpdate {
+        return Err(Code::InvalidConfigTransaction);
+    }
     if envelope.header_type != HeaderType::EndorserTransaction {
         return Err(Code::UnknownTxType);
     }

@@ -385,13 +385,7 @@ fn forged_blocks_from_a_malicious_member_are_refused_by_every_honest_peer() {
     });
     // The unlinked blocks pass every check but the hash link: that is the one refusing them.
     let ledger = net.ledger(honest[0]);
-    let channel = net
-        .peer(honest[0])
-        .registry
-        .get(CHANNEL)
-        .unwrap()
-        .config
-        .clone();
+    let channel = net.peer(honest[0]).registry.get(CHANNEL).unwrap().config();
     for b in &unlinked {
         let n = b.header.as_ref().unwrap().number;
         let prev = block::header_hash(&ledger.block(n - 1).unwrap().unwrap()).unwrap();

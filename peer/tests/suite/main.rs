@@ -4,6 +4,8 @@
 
 mod address_overrides;
 mod common;
+mod deliver_endpoints;
 mod e2e;
 mod gossip;
+mod live_config;
 mod query;

@@ -45,7 +45,8 @@ pub fn now_unix() -> i64 {
 static RESERVED: std::sync::Mutex<BTreeMap<String, StdListener>> =
     std::sync::Mutex::new(BTreeMap::new());
 
-fn port() -> u16 {
+/// A free port on 127.0.0.1, kept bound by this process until a node takes it.
+pub fn port() -> u16 {
     port_on("127.0.0.1")
 }
 
@@ -71,7 +72,7 @@ pub fn forwarders(targets: &[String]) -> anyhow::Result<proxy::Proxies> {
 }
 
 /// The reserved listener for `addr` as a tokio listener, or a fresh bind (restarts).
-async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+pub async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     match take_reserved(addr) {
         Some(l) => {
             l.set_nonblocking(true)?;
