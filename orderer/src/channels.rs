@@ -151,6 +151,8 @@ pub struct Registry {
     pub clock_skew_secs: AtomicI64,
     /// Why a channel's Raft stopped on its own, if one did (the node must then stop).
     fatal: watch::Sender<Option<String>>,
+    /// `/readyz` fails when any channel is not ready (default: only when none is).
+    pub ready_requires_every_channel: bool,
 }
 
 impl Registry {
@@ -163,6 +165,7 @@ impl Registry {
             in_flight: Default::default(),
             clock_skew_secs: 0.into(),
             fatal: watch::Sender::new(None),
+            ready_requires_every_channel: false,
         }
     }
 

@@ -138,7 +138,9 @@ impl Node {
             .map_err(|e| err(e.to_string()))?;
         let clients = ClusterClients::new(dialer.clone());
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(config.node_id, metrics));
+        let mut registry = Registry::new(config.node_id, metrics);
+        registry.ready_requires_every_channel = config.ready_requires_every_channel;
+        let registry = Arc::new(registry);
         let ctx = Arc::new(ChannelContext {
             node_id: config.node_id,
             data_dir: config.data_dir.clone(),
@@ -174,6 +176,16 @@ impl Node {
             stop,
             servers,
         })
+    }
+
+    /// Names of the storage keyspaces the node holds (each channel has its own; removing a
+    /// channel deletes them).
+    pub fn keyspace_names(&self) -> Vec<String> {
+        self.db
+            .list_keyspace_names()
+            .into_iter()
+            .map(|k| k.to_string())
+            .collect()
     }
 
     /// Completes when a channel's Raft stops on its own: a storage failure (fsync, write) is

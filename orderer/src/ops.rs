@@ -1,8 +1,13 @@
-//! Operations endpoint (HTTP): `/healthz` (the process serves), `/readyz` (for every channel:
-//! a follower knows a Raft leader, a leader has heard from a quorum within
-//! [`crate::consensus::quorum_silence_max`], and this node holds every block its state machine
-//! has cut; the body names each reason otherwise), `/metrics` (Prometheus text, see
-//! `docs/metrics.md`).
+//! Operations endpoint (HTTP): `/healthz` (the process serves), `/readyz`, `/metrics`
+//! (Prometheus text, see `docs/metrics.md`), `/status` (JSON, per channel).
+//!
+//! Readiness is per channel: a channel is ready when a follower knows a Raft leader, a leader
+//! has heard from a quorum within [`crate::consensus::quorum_silence_max`], and this node holds
+//! every block its state machine has cut. `/readyz?channel=CH` answers for one channel (503
+//! too for a channel this node was removed from). `/readyz` answers for the node: ready while
+//! at least one channel is (or it has none), so one channel without a leader does not take a
+//! node serving others out of service — unless `ready_requires_every_channel = true` in the
+//! node config. The body names each channel and why it is not ready.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,26 +40,52 @@ pub async fn serve(
         .await
 }
 
-/// Why the node is not ready, per channel; empty when ready.
-pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
+/// Why one channel is not ready on this node; empty when ready.
+pub fn channel_not_ready(node_id: u64, ch: &ChannelRuntime) -> Vec<String> {
+    let id = &ch.id;
+    if let Some(sequence) = ch.removed_at() {
+        return vec![format!(
+            "channel {id}: this node was removed from its consenters (config sequence {sequence})"
+        )];
+    }
     let mut reasons = Vec::new();
-    for ch in registry.channels() {
-        let id = &ch.id;
-        if ch.removed_at().is_some() {
-            continue; // a channel this node was removed from is reported in /status
-        }
-        if let Some(reason) = raft_not_ready(registry.node_id, &ch) {
-            reasons.push(format!("channel {id}: {reason}"));
-        }
-        let next = ch.status.borrow().next_block;
-        let height = ch.store.height();
-        if height < next {
-            reasons.push(format!(
-                "channel {id}: catching up (have {height} blocks, chain has {next})"
-            ));
-        }
+    if let Some(reason) = raft_not_ready(node_id, ch) {
+        reasons.push(format!("channel {id}: {reason}"));
+    }
+    let next = ch.status.borrow().next_block;
+    let height = ch.store.height();
+    if height < next {
+        reasons.push(format!(
+            "channel {id}: catching up (have {height} blocks, chain has {next})"
+        ));
     }
     reasons
+}
+
+/// Why the node is not ready; empty when ready (see the module doc).
+pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let mut ready = 0;
+    let mut counted = 0;
+    for ch in registry.channels() {
+        if ch.removed_at().is_some() {
+            continue; // reported by /readyz?channel= and /status
+        }
+        counted += 1;
+        let why = channel_not_ready(registry.node_id, &ch);
+        ready += usize::from(why.is_empty());
+        reasons.extend(why);
+    }
+    let unready = if registry.ready_requires_every_channel {
+        ready < counted
+    } else {
+        counted > 0 && ready == 0
+    };
+    if unready {
+        reasons
+    } else {
+        Vec::new()
+    }
 }
 
 /// Why this node's Raft cannot order now, if it cannot. A follower needs a leader: openraft
@@ -88,8 +119,24 @@ fn raft_not_ready(node_id: u64, ch: &ChannelRuntime) -> Option<String> {
     }
 }
 
-async fn readyz(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
-    let reasons = not_ready_reasons(&registry);
+async fn readyz(State(registry): State<Arc<Registry>>, uri: axum::http::Uri) -> impl IntoResponse {
+    let channel = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("channel="));
+    let reasons = match channel {
+        None => not_ready_reasons(&registry),
+        Some(id) => match registry.get(id) {
+            Some(ch) => channel_not_ready(registry.node_id, &ch),
+            None => {
+                return (
+                    StatusCode::NOT_FOUND,
+                    format!("channel {id:?} is not served here\n"),
+                )
+            }
+        },
+    };
     if reasons.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {

@@ -276,6 +276,28 @@ pub fn verify_envelope_deferred(
     envelope: &Envelope,
     now_unix: i64,
 ) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
+    verify_deferred(channel, envelope, now_unix, false)
+}
+
+/// [`verify_envelope`] for a request about a node rather than a channel (e.g. listing the
+/// channels an admin may see): the channel id must be empty, and the creator is checked
+/// against `channel`'s organisations.
+pub fn verify_node_request(
+    channel: &Channel,
+    envelope: &Envelope,
+    now_unix: i64,
+) -> Result<VerifiedEnvelope, EnvelopeError> {
+    let (verified, pending) = verify_deferred(channel, envelope, now_unix, true)?;
+    pending.verify()?;
+    Ok(verified)
+}
+
+fn verify_deferred(
+    channel: &Channel,
+    envelope: &Envelope,
+    now_unix: i64,
+    node_request: bool,
+) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
     if envelope.payload.is_empty() {
         return Err(EnvelopeError::EmptyPayload);
     }
@@ -296,9 +318,10 @@ pub fn verify_envelope_deferred(
             value: channel_header.r#type,
         }
     })?;
-    if channel_header.channel_id != channel.id() {
+    let expected_channel = if node_request { "" } else { channel.id() };
+    if channel_header.channel_id != expected_channel {
         return Err(EnvelopeError::WrongChannel {
-            expected: channel.id().to_owned(),
+            expected: expected_channel.to_owned(),
             found: channel_header.channel_id,
         });
     }

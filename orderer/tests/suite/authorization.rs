@@ -12,9 +12,9 @@ use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use common::admin::admin_client;
 use common::*;
 use orderer::consensus::TypeConfig;
-use shared_proto::envelope;
 use shared_proto::msp::SigningIdentity;
 use shared_proto::pb::common::Envelope;
 use shared_proto::pb::common::HeaderType;
@@ -24,11 +24,7 @@ use shared_proto::pb::orderer::ClusterStatusRequest;
 use shared_proto::pb::orderer::ClusterStatusResponse;
 use shared_proto::pb::orderer::RaftRequest;
 use shared_proto::pb::orderer::RemoveChannelRequest;
-use tonic::transport::Certificate;
 use tonic::transport::Channel as GrpcChannel;
-use tonic::transport::ClientTlsConfig;
-use tonic::transport::Endpoint;
-use tonic::transport::Identity;
 use tonic::Code;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -179,31 +175,6 @@ fn consenter_certificate_speaking_as_another_node_id_is_permission_denied() {
 // Admin: mutual TLS plus an ORDERER_ADMIN envelope signed by an orderer org's admin.
 // ---------------------------------------------------------------------------------------------
 
-/// An Admin client for node `i` on its client port, presenting the TLS certificate and key at
-/// `tls` (`(cert.pem, key.pem)`), or no client certificate.
-fn admin_client(
-    cluster: &TestCluster,
-    i: usize,
-    tls: Option<(&std::path::Path, &std::path::Path)>,
-) -> AdminClient<GrpcChannel> {
-    let mut config = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(cluster.tls_ca()))
-        .domain_name("127.0.0.1");
-    if let Some((cert, key)) = tls {
-        config = config.identity(Identity::from_pem(
-            std::fs::read(cert).unwrap(),
-            std::fs::read(key).unwrap(),
-        ));
-    }
-    let channel = Endpoint::from_shared(format!("https://{}", cluster.client_addr(i)))
-        .unwrap()
-        .tls_config(config)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    AdminClient::new(channel)
-}
-
 /// A signed Admin request envelope.
 fn admin_request(
     signer: &SigningIdentity,
@@ -211,14 +182,7 @@ fn admin_request(
     data: Vec<u8>,
     timestamp_unix_ms: u64,
 ) -> Envelope {
-    envelope::create_signed_envelope(
-        signer,
-        header_type,
-        CHANNEL,
-        data,
-        envelope::new_nonce(),
-        timestamp_unix_ms,
-    )
+    common::admin::admin_request_for(signer, header_type, CHANNEL, data, timestamp_unix_ms)
 }
 
 fn status_request(signer: &SigningIdentity) -> Envelope {

@@ -4,8 +4,6 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -186,48 +184,6 @@ async fn refused_config_updates_name_why_and_change_neither_config_nor_membershi
         .unwrap();
 }
 
-/// Envelopes submitted in a loop to the running members until stopped; the acknowledged tx ids.
-fn start_load(
-    cluster: &TestCluster,
-    targets: Arc<Mutex<Vec<usize>>>,
-) -> (
-    Arc<AtomicBool>,
-    Arc<Mutex<Vec<String>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let clients: BTreeMap<usize, _> = (0..cluster.nodes.len())
-        .map(|i| (i, cluster.client(i)))
-        .collect();
-    let envelopes: Vec<Envelope> = (0..100_000)
-        .map(|k| cluster.envelope(format!("load {k}").as_bytes()))
-        .take(2000)
-        .collect();
-    let task = {
-        let (stop, acked) = (stop.clone(), acked.clone());
-        tokio::spawn(async move {
-            for (k, env) in envelopes.into_iter().enumerate() {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let to = {
-                    let t = targets.lock().unwrap();
-                    t[k % t.len()]
-                };
-                let tx_id = orderer::block_store::tx_id_of(&env.encode_to_vec()).unwrap();
-                let mut request = tonic::Request::new(env);
-                request.set_timeout(Duration::from_secs(10));
-                if clients[&to].clone().submit(request).await.is_ok() {
-                    acked.lock().unwrap().push(tx_id);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
-    (stop, acked, task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_3_to_5_and_shrink_back_to_3_removing_the_original_leader_under_load() {
     let mut cluster = TestCluster::start(ClusterOptions {
@@ -240,7 +196,7 @@ async fn grow_3_to_5_and_shrink_back_to_3_removing_the_original_leader_under_loa
         .await
         .unwrap();
     let targets = Arc::new(Mutex::new(vec![0, 1, 2]));
-    let (stop, acked, load) = start_load(&cluster, targets.clone());
+    let (stop, acked, load) = common::config::start_load(&cluster, targets.clone());
     let spares = cluster.spare_consenters.clone();
 
     // 3 -> 4 -> 5: each new node starts from the genesis block as a non-consenter, is added
@@ -361,6 +317,12 @@ async fn grow_3_to_5_and_shrink_back_to_3_removing_the_original_leader_under_loa
         let (code, body) = cluster.ops_get(gone, "/status").await.unwrap();
         assert_eq!(code, 200);
         assert!(body.contains("\"removed\""), "{body}");
+        let (code, body) = cluster
+            .ops_get(gone, &format!("/readyz?channel={CHANNEL}"))
+            .await
+            .unwrap();
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("removed"), "{body}");
         cluster.stop_node(gone).unwrap();
     }
 

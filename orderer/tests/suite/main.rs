@@ -9,6 +9,8 @@ mod bad_input;
 mod block_store_height;
 mod catchup_expired_certs;
 mod catchup_history;
+mod certificate_rotation;
+mod channel_participation;
 mod cluster;
 mod common;
 mod config_updates;

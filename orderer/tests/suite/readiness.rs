@@ -18,9 +18,19 @@ async fn wait_readyz(
     code: u16,
     timeout: Duration,
 ) -> anyhow::Result<(String, Duration)> {
+    wait_ready_at(cluster, i, "/readyz", code, timeout).await
+}
+
+async fn wait_ready_at(
+    cluster: &TestCluster,
+    i: usize,
+    path: &str,
+    code: u16,
+    timeout: Duration,
+) -> anyhow::Result<(String, Duration)> {
     let start = Instant::now();
     loop {
-        let last = match cluster.ops_get(i, "/readyz").await {
+        let last = match cluster.ops_get(i, path).await {
             Ok((c, body)) if c == code => return Ok((body, start.elapsed())),
             other => other,
         };
@@ -94,5 +104,83 @@ async fn leader_cut_off_from_its_quorum_reports_not_ready_naming_why() -> anyhow
         "old leader /readyz 200 {took:?} after the others returned: {}",
         body.trim()
     );
+    Ok(())
+}
+
+/// A node restarted while the other consenters are down has no leader: not ready, naming why;
+/// once they are back and it has caught up, ready, at the same height as the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_is_not_ready_until_it_has_a_leader_and_has_caught_up() -> anyhow::Result<()>
+{
+    let mut cluster = TestCluster::start(ClusterOptions {
+        snapshot_interval_entries: 20,
+        entries_kept_after_snapshot: 5,
+        ..Default::default()
+    })?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let lagging = (leader + 1) % 3;
+    cluster.stop_node(lagging)?;
+    let others: Vec<usize> = (0..3).filter(|i| *i != lagging).collect();
+    for k in 0..60 {
+        let env = cluster.envelope(format!("while it is down {k}").as_bytes());
+        cluster.submit_until_ordered(&others, &env).await;
+    }
+    for &i in &others {
+        cluster.stop_node(i)?;
+    }
+    cluster.start_node(lagging)?;
+    let (body, _) = wait_readyz(&cluster, lagging, 503, Duration::from_secs(30)).await?;
+    anyhow::ensure!(body.contains("no Raft leader"), "{body}");
+    let (code, _) = cluster
+        .ops_get(lagging, &format!("/readyz?channel={CHANNEL}"))
+        .await?;
+    anyhow::ensure!(code == 503, "per-channel readiness {code}");
+    for &i in &others {
+        cluster.start_node(i)?;
+    }
+    wait_readyz(&cluster, lagging, 200, Duration::from_secs(60)).await?;
+    let height = cluster.height(lagging);
+    let most = others.iter().map(|&i| cluster.height(i)).max().unwrap_or(0);
+    anyhow::ensure!(height >= most, "ready at height {height}, others at {most}");
+    Ok(())
+}
+
+/// One channel without a leader does not make the node unready by default; per-channel
+/// readiness names it; with `ready_requires_every_channel` the node is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leaderless_channel_leaves_the_node_ready_unless_every_channel_is_required(
+) -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        extra_channels: vec![("alone".into(), 10, false)],
+        ..Default::default()
+    })?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    wait_readyz(&cluster, 0, 200, Duration::from_secs(30)).await?;
+    // Only node 0 joins "alone": its three consenters never reach a quorum.
+    let join = shared_proto::pb::orderer::JoinChannelRequest {
+        block: std::fs::read(cluster.genesis_path("alone"))?,
+    };
+    cluster
+        .orderer_admin_client(0)
+        .join_channel(cluster.orderer_admin_request("alone", &join))
+        .await?;
+    let (body, _) = wait_ready_at(
+        &cluster,
+        0,
+        "/readyz?channel=alone",
+        503,
+        Duration::from_secs(30),
+    )
+    .await?;
+    anyhow::ensure!(body.contains("channel alone"), "{body}");
+    let (code, body) = cluster.ops_get(0, "/readyz").await?;
+    anyhow::ensure!(code == 200, "node unready for one channel: {code} {body}");
+    let (code, _) = cluster.ops_get(0, "/readyz?channel=nothing-here").await?;
+    anyhow::ensure!(code == 404, "unknown channel: {code}");
+    cluster.stop_node(0)?;
+    cluster.nodes[0].config.ready_requires_every_channel = true;
+    cluster.start_node(0)?;
+    let (body, _) = wait_readyz(&cluster, 0, 503, Duration::from_secs(30)).await?;
+    anyhow::ensure!(body.contains("channel alone"), "{body}");
     Ok(())
 }

@@ -330,6 +330,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path, now_unix: i64) -> Result<Generat
             raft: RaftSettings::default(),
             log: LogSettings::default(),
             address_overrides: Vec::new(),
+            ready_requires_every_channel: false,
         };
         write(
             &node.config,

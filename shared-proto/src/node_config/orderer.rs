@@ -74,6 +74,10 @@ pub struct OrdererConfig {
     /// host:port, `orderer_endpoints`): a proxy per link, an in-cluster name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub address_overrides: Vec<AddressOverride>,
+    /// `/readyz` fails when any channel is not ready; by default only when none is, so one
+    /// channel without a leader does not take a node serving others out of service.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ready_requires_every_channel: bool,
 }
 
 impl OrdererConfig {

@@ -1,7 +1,12 @@
 //! Config updates for cluster tests: spare orderers set aside from the genesis consenters,
 //! admin identities, and updates built from a node's config in force.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -111,4 +116,46 @@ impl TestCluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Envelopes submitted in a loop to the running members until stopped; the acknowledged tx ids.
+pub fn start_load(
+    cluster: &TestCluster,
+    targets: Arc<Mutex<Vec<usize>>>,
+) -> (
+    Arc<AtomicBool>,
+    Arc<Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let clients: BTreeMap<usize, _> = (0..cluster.nodes.len())
+        .map(|i| (i, cluster.client(i)))
+        .collect();
+    let envelopes: Vec<Envelope> = (0..100_000)
+        .map(|k| cluster.envelope(format!("load {k}").as_bytes()))
+        .take(2000)
+        .collect();
+    let task = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        tokio::spawn(async move {
+            for (k, env) in envelopes.into_iter().enumerate() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let to = {
+                    let t = targets.lock().unwrap();
+                    t[k % t.len()]
+                };
+                let tx_id = orderer::block_store::tx_id_of(&env.encode_to_vec()).unwrap();
+                let mut request = tonic::Request::new(env);
+                request.set_timeout(Duration::from_secs(10));
+                if clients[&to].clone().submit(request).await.is_ok() {
+                    acked.lock().unwrap().push(tx_id);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    (stop, acked, task)
 }

@@ -3,6 +3,7 @@
 //! material from the generator in a temp dir. Clients speak gRPC over TLS like any client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod admin;
 pub mod config;
 pub mod links;
 pub mod processes;
@@ -72,6 +73,12 @@ pub struct ClusterOptions {
     /// When set, every certificate expires this many seconds after the cluster starts
     /// (material issued almost a day ago, valid for one day); otherwise valid for 30 days.
     pub certificates_expire_in_secs: Option<i64>,
+    /// More channels: (id, message_count_max, bootstrap). A bootstrap channel is in every
+    /// node's config; the others only have a genesis block (`TestCluster::genesis_path`), to
+    /// join at run time.
+    pub extra_channels: Vec<(String, u32, bool)>,
+    /// Generate the material and configs but start no node.
+    pub no_start: bool,
     /// Orderers generated (material, configs) but neither started nor in the genesis
     /// consenters: nodes to add by config update. Their indexes follow the others'.
     pub spare_orderers: usize,
@@ -90,6 +97,8 @@ impl Default for ClusterOptions {
             retry_window_txs: 0,
             certificates_expire_in_secs: None,
             spare_orderers: 0,
+            extra_channels: Vec::new(),
+            no_start: false,
             links: Links::Direct,
         }
     }
@@ -202,18 +211,25 @@ impl TestCluster {
                     users: vec!["User1".into()],
                 })
                 .collect(),
-            channels: vec![ChannelSpec {
-                id: CHANNEL.into(),
-                orgs: None,
-                batch: material::BatchSpec {
-                    message_count_max: opts.message_count_max,
-                    timeout_ms: opts.batch_timeout_ms,
-                    retry_window_txs: opts.retry_window_txs,
-                    ..Default::default()
-                },
-                policies: Default::default(),
-                chaincodes: vec![],
-            }],
+            channels: std::iter::once((CHANNEL.to_owned(), opts.message_count_max))
+                .chain(
+                    opts.extra_channels
+                        .iter()
+                        .map(|(id, n, _)| (id.clone(), *n)),
+                )
+                .map(|(id, message_count_max)| ChannelSpec {
+                    id,
+                    orgs: None,
+                    batch: material::BatchSpec {
+                        message_count_max,
+                        timeout_ms: opts.batch_timeout_ms,
+                        retry_window_txs: opts.retry_window_txs,
+                        ..Default::default()
+                    },
+                    policies: Default::default(),
+                    chaincodes: vec![],
+                })
+                .collect(),
         };
         let issued = match opts.certificates_expire_in_secs {
             Some(secs) => now_unix() - 86_400 + secs,
@@ -242,6 +258,15 @@ impl TestCluster {
             config.raft.snapshot_interval_entries = opts.snapshot_interval_entries;
             config.raft.entries_kept_after_snapshot = opts.entries_kept_after_snapshot;
             config.log.level = "warn".into();
+            // Channels to join at run time are not in the node's config.
+            for (id, _, bootstrap) in &opts.extra_channels {
+                if !bootstrap {
+                    let tail = std::path::Path::new(id).join("genesis.block");
+                    config
+                        .channels
+                        .retain(|c| !c.genesis_block.ends_with(&tail));
+                }
+            }
             nodes.push(TestNode {
                 config,
                 node: None,
@@ -286,7 +311,9 @@ impl TestCluster {
             links,
         };
         for i in 0..opts.orderers {
-            cluster.start_node(i)?;
+            if !opts.no_start {
+                cluster.start_node(i)?;
+            }
         }
         Ok(cluster)
     }
