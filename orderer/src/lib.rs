@@ -1,7 +1,8 @@
 //! The ordering service node.
 //!
 //! ```text
-//! client ─Broadcast─▶ [broadcast] verify envelope, Writers policy, size, replay
+//! client ─Broadcast─▶ [broadcast] verify envelope, Writers policy (config update: admins'
+//!                        │ signatures, sequence, one consenter change), size, replay
 //!                        │ follower: forward to the leader (Cluster.Forward)
 //!                        ▼
 //!                    [consensus::proposer] batch → Raft entry (bounded in flight)
@@ -12,12 +13,18 @@
 //!                        signed by this node → [block_store] (one atomic batch)
 //!                        ▼
 //! client ◀─Deliver── [deliver] SeekInfo, Readers policy, bounded per subscriber
+//!
+//! config block applied ─▶ [membership] leader: learner → voter, remove, re-address
+//! operator ─Admin──────▶ [admin] status, list / join / remove channels ─▶ [runtime]
+//!                        (channels start and stop while the node runs, each with its tasks)
 //! ```
 //!
 //! Promises: a Broadcast answer of SUCCESS means the envelope is in a Raft entry committed by
 //! a quorum (ordered, never lost); every node cuts the same blocks from the same entries, so
 //! chains never fork; blocks a node lacks after a snapshot are pulled from other orderers and
-//! verified (hash chain and signatures) before they are served.
+//! verified (hash chain and signatures) before they are served. The channel config is
+//! replicated state: it changes only when a config block is applied, identically on every
+//! node, and every reader follows it live.
 
 pub mod admin;
 pub mod block_store;

@@ -99,6 +99,17 @@ async fn channels_order_independently_one_joins_at_run_time_and_a_removed_one_le
         })
         .collect();
     futures::future::join_all(envs.iter().map(|e| order(&cluster, e))).await;
+    // Node 0 may still be applying what the leader committed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for channel in [CHANNEL, SMALL] {
+        while tx_counts(&blocks(&cluster, 0, channel)).len() < 12 {
+            assert!(
+                Instant::now() < deadline,
+                "{channel}: node 0 never held all 12"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let small = blocks(&cluster, 0, SMALL);
     assert!(
         small

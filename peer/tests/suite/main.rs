@@ -8,4 +8,5 @@ mod deliver_endpoints;
 mod e2e;
 mod gossip;
 mod live_config;
+mod orderer_endpoints;
 mod query;
