@@ -107,7 +107,11 @@ async fn config_update_by_a_majority_of_admins_becomes_a_config_block_and_every_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_config_updates_name_why_and_change_neither_config_nor_membership() {
-    let cluster = TestCluster::start(ClusterOptions::default()).unwrap();
+    let cluster = TestCluster::start(ClusterOptions {
+        spare_orderers: 1,
+        ..Default::default()
+    })
+    .unwrap();
     let leader = cluster
         .wait_for_leader(Duration::from_secs(30))
         .await
@@ -161,6 +165,31 @@ async fn refused_config_updates_name_why_and_change_neither_config_nor_membershi
             tonic::Code::FailedPrecondition,
             "last consenter",
         ),
+        (
+            "a consenter whose TLS certificate no trusted CA issued",
+            cluster.config_update(leader, ADMINS, |c| {
+                let mut stranger = cluster.spare_consenters[0].clone();
+                let ca = shared_proto::msp::TlsCertificateAuthority::generate(
+                    "tlsca.stranger",
+                    "OrdererMSP",
+                    shared_proto::msp::TlsKeyAlgorithm::EcdsaP256,
+                    shared_proto::msp::Validity::days_from(now_unix(), 30),
+                )
+                .unwrap();
+                let cert = ca
+                    .issue(
+                        "orderer4",
+                        &["127.0.0.1".into()],
+                        shared_proto::msp::Validity::days_from(now_unix(), 30),
+                    )
+                    .unwrap();
+                stranger.client_tls_cert = cert.cert_der.clone();
+                stranger.server_tls_cert = cert.cert_der;
+                c.orderer.as_mut().unwrap().consenters.push(stranger);
+            }),
+            tonic::Code::FailedPrecondition,
+            "was not issued by a TLS CA",
+        ),
     ];
     for (name, env, code, says) in cases {
         for node in [leader, (leader + 1) % 3] {
@@ -180,6 +209,34 @@ async fn refused_config_updates_name_why_and_change_neither_config_nor_membershi
     cluster.submit_until_ordered(&[leader], &env).await;
     cluster
         .wait_membership(&[0, 1, 2], &[1, 2, 3], 0, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // A second change while one is in flight: orderer4 is added but never started, so it
+    // stays a learner that cannot catch up, and the change is not done.
+    let add = cluster.config_update(leader, ADMINS, |c| {
+        let spare = cluster.spare_consenters[0].clone();
+        c.orderer.as_mut().unwrap().consenters.push(spare);
+    });
+    cluster.submit_until_ordered(&[leader], &add).await;
+    cluster
+        .wait_membership(&[0, 1, 2], &[1, 2, 3], 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let second = cluster.config_update(leader, ADMINS, |c| {
+        c.orderer.as_mut().unwrap().consenters.retain(|x| x.id != 3);
+    });
+    let mut request = tonic::Request::new(second);
+    request.set_timeout(Duration::from_secs(15));
+    let err = cluster.client(leader).submit(request).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("still in progress"),
+        "{}",
+        err.message()
+    );
+    cluster
+        .wait_membership(&[0, 1, 2], &[1, 2, 3], 1, Duration::from_secs(30))
         .await
         .unwrap();
 }
