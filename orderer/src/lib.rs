@@ -38,6 +38,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod ops;
+pub mod process;
 pub mod runtime;
 pub mod services;
 

@@ -35,41 +35,7 @@ enum Command {
 }
 
 fn load(path: &std::path::Path) -> Result<OrdererConfig, String> {
-    let cfg = OrdererConfig::load(path).map_err(|e| e.to_string())?;
-    cfg.validate().map_err(|e| e.to_string())?;
-    Ok(cfg)
-}
-
-fn init_tracing(cfg: &OrdererConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if cfg.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    orderer::process::load_config(path).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -91,32 +57,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Start { config } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            init_tracing(&cfg);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let result = runtime.block_on(async {
-                let listeners = orderer::Listeners::bind(&cfg).await?;
-                orderer::run(cfg, listeners, shutdown_signal()).await
-            });
-            // Storage is durable by now; a task still running (a blocking read, a connection
-            // being torn down) must not hold the exit.
-            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-            match result {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            match orderer::process::run_from_file(&config, ansi) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %e, "orderer stopped");
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
                 }

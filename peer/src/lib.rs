@@ -35,6 +35,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod node;
 pub mod ops;
+pub mod process;
 pub mod query;
 pub mod sdk;
 pub mod services;

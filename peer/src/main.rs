@@ -9,7 +9,6 @@ use clap::Args;
 use clap::Parser;
 use clap::Subcommand;
 use futures::StreamExt as _;
-use peer::chaincode::ChaincodeRegistry;
 use peer::sdk::Gateway;
 use prost::Message as _;
 use shared_proto::block;
@@ -120,38 +119,8 @@ struct Call {
     args: Vec<String>,
 }
 
-fn registry(config: &PeerConfig) -> anyhow::Result<ChaincodeRegistry> {
-    let registry = ChaincodeRegistry::with_samples();
-    registry
-        .register_external(&config.external_chaincodes, peer::endorser::INVOKE_TIMEOUT)
-        .context("external chaincodes")?;
-    Ok(registry)
-}
-
 fn load(path: &std::path::Path) -> anyhow::Result<PeerConfig> {
-    let cfg = PeerConfig::load(path)?;
-    cfg.validate()?;
-    Ok(cfg)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let ctrl_c = tokio::signal::ctrl_c();
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(peer::process::load_config(path)?)
 }
 
 fn gateway(who: &Client) -> anyhow::Result<Gateway> {
@@ -403,15 +372,10 @@ fn main() -> ExitCode {
                 cfg.network
             );
         }),
-        Command::Start { config } => load(&config).and_then(|cfg| {
-            init_tracing(&cfg);
-            let chaincodes = registry(&cfg)?;
-            runtime.block_on(async {
-                let listeners = peer::Listeners::bind(&cfg).await?;
-                peer::run(cfg, listeners, chaincodes, shutdown_signal()).await?;
-                anyhow::Ok(())
-            })
-        }),
+        Command::Start { config } => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            peer::process::run_from_file(&config, ansi).map_err(anyhow::Error::from)
+        }
         other => runtime.block_on(run(other)),
     };
     // The node has stopped (storage durable); a task still running must not hold the exit.
@@ -422,16 +386,5 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(cfg: &PeerConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if cfg.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

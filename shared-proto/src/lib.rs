@@ -13,6 +13,7 @@
 //! - [`material`]: generation of every node's keys, certificates, configs and genesis blocks.
 //! - [`seek`]: how Deliver's `SeekInfo` positions resolve (orderer and peer alike).
 //! - [`tls`]: a node's TLS material as tonic server/client configs (rustls, ring, Ed25519).
+//! - [`process`]: what both node processes do around their node (logging, stop signal).
 //! - [`node_config`]: the orderer and peer config files (TOML + environment overrides).
 //! - [`dial`]: connecting to another node: `address_overrides` applied, TLS name kept.
 //!
@@ -29,6 +30,7 @@ pub mod material;
 pub mod msp;
 pub mod node_config;
 pub mod policy;
+pub mod process;
 pub mod seek;
 pub mod signing;
 pub mod stopping;
