@@ -107,6 +107,30 @@ fn base_dir(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
+/// The files a node config names (resolved against the config file's directory on load).
+trait NodeFiles {
+    fn files(
+        &mut self,
+    ) -> (
+        &mut PathBuf,
+        &mut KeyPairFiles,
+        &mut TlsFiles,
+        &mut Vec<ChannelBootstrap>,
+    );
+}
+
+/// Reads a node config: TOML, `prefix*` environment overrides, paths resolved against the
+/// config file's directory. Validation is the caller's next step.
+fn load_node_config<T: serde::de::DeserializeOwned + NodeFiles>(
+    path: &Path,
+    prefix: &str,
+) -> Result<T, ConfigError> {
+    let mut config: T = load_toml(path, prefix, std::env::vars())?;
+    let (data_dir, identity, tls, channels) = config.files();
+    resolve_paths(path, data_dir, identity, tls, channels);
+    Ok(config)
+}
+
 /// Makes the node's file paths relative to the config file's directory.
 fn resolve_paths(
     config_path: &Path,

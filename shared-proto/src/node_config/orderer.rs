@@ -10,15 +10,15 @@ use super::address::validate_overrides;
 use super::address::AddressOverride;
 use super::common_files;
 use super::invalid;
-use super::load_toml;
+use super::load_node_config;
 use super::log_settings;
 use super::non_empty;
-use super::resolve_paths;
 use super::socket_addr;
 use super::ChannelBootstrap;
 use super::ConfigError;
 use super::KeyPairFiles;
 use super::LogSettings;
+use super::NodeFiles;
 use super::TlsFiles;
 
 /// Raft timing and log compaction. Defaults suit a LAN or one box.
@@ -80,22 +80,31 @@ pub struct OrdererConfig {
     pub ready_requires_every_channel: bool,
 }
 
+impl NodeFiles for OrdererConfig {
+    fn files(
+        &mut self,
+    ) -> (
+        &mut PathBuf,
+        &mut KeyPairFiles,
+        &mut TlsFiles,
+        &mut Vec<ChannelBootstrap>,
+    ) {
+        (
+            &mut self.data_dir,
+            &mut self.identity,
+            &mut self.tls,
+            &mut self.channels,
+        )
+    }
+}
+
 impl OrdererConfig {
     pub const ENV_PREFIX: &'static str = "WEFT_ORDERER_";
 
     /// Reads the file, applies `WEFT_ORDERER_*` overrides, resolves paths. Call
     /// [`OrdererConfig::validate`] next.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Self = load_toml(path, Self::ENV_PREFIX, std::env::vars())?;
-        let c = &mut cfg;
-        resolve_paths(
-            path,
-            &mut c.data_dir,
-            &mut c.identity,
-            &mut c.tls,
-            &mut c.channels,
-        );
-        Ok(cfg)
+        load_node_config(path, Self::ENV_PREFIX)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

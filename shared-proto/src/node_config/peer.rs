@@ -10,15 +10,15 @@ use super::address::validate_overrides;
 use super::address::AddressOverride;
 use super::common_files;
 use super::invalid;
-use super::load_toml;
+use super::load_node_config;
 use super::log_settings;
 use super::non_empty;
-use super::resolve_paths;
 use super::socket_addr;
 use super::ChannelBootstrap;
 use super::ConfigError;
 use super::KeyPairFiles;
 use super::LogSettings;
+use super::NodeFiles;
 use super::TlsFiles;
 
 /// Gossip settings of a peer.
@@ -187,20 +187,29 @@ pub struct ExternalChaincode {
     pub address: String,
 }
 
+impl NodeFiles for PeerConfig {
+    fn files(
+        &mut self,
+    ) -> (
+        &mut PathBuf,
+        &mut KeyPairFiles,
+        &mut TlsFiles,
+        &mut Vec<ChannelBootstrap>,
+    ) {
+        (
+            &mut self.data_dir,
+            &mut self.identity,
+            &mut self.tls,
+            &mut self.channels,
+        )
+    }
+}
+
 impl PeerConfig {
     pub const ENV_PREFIX: &'static str = "WEFT_PEER_";
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Self = load_toml(path, Self::ENV_PREFIX, std::env::vars())?;
-        let c = &mut cfg;
-        resolve_paths(
-            path,
-            &mut c.data_dir,
-            &mut c.identity,
-            &mut c.tls,
-            &mut c.channels,
-        );
-        Ok(cfg)
+        load_node_config(path, Self::ENV_PREFIX)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -317,7 +326,7 @@ mod tests {
             dir.path(),
             "bootstrap = []\norderer_connected = false\nexternal_endpoint = \"p:1\"\nfanout = 5\n",
         );
-        let g: GossipSettings = load_toml(&p, "X_", std::iter::empty()).unwrap();
+        let g: GossipSettings = super::super::load_toml(&p, "X_", std::iter::empty()).unwrap();
         assert_eq!(g.fanout, 5);
         assert_eq!(g.heartbeat_ms, gossip_defaults::heartbeat_ms());
         assert_eq!(g.static_leader, None);
