@@ -20,10 +20,12 @@
 //! verified (hash chain and signatures) before they are served.
 
 pub mod admin;
+pub mod admin_client;
 pub mod block_store;
 pub mod broadcast;
 pub mod catchup;
 pub mod channels;
+pub mod cli;
 pub mod consensus;
 pub mod cutter;
 pub mod deliver;
