@@ -178,12 +178,14 @@ impl Network {
     }
 
     /// Has `next` approved by every org admin of the material that the current config knows,
-    /// submits it (to the current consenters first), waits for the leader to report it, and
-    /// says what happened. Fails after `timeout`.
+    /// submits it (to the leader first), waits for the leader to report it (and `joining`, a
+    /// node being added, to report itself a consenter), and says what happened. Fails after
+    /// `timeout`.
     pub async fn apply(
         &self,
         current: &CurrentConfig,
         next: &ChannelConfig,
+        joining: Option<&str>,
         timeout: Duration,
     ) -> Result<Applied, AdminClientError> {
         let started = Instant::now();
@@ -216,7 +218,7 @@ impl Network {
         let submitted_to = self
             .submit_until_ordered(&current.channel, next, envelope, deadline)
             .await?;
-        let status = self.wait_applied(next, deadline, timeout).await?;
+        let status = self.wait_applied(next, joining, deadline, timeout).await?;
         Ok(Applied {
             channel,
             previous_sequence: current.channel.sequence(),
@@ -310,10 +312,13 @@ impl Network {
     }
 
     /// Waits until a node that leads the channel reports a config sequence of at least
-    /// `next`'s, the consenters of `next` as its voters and no learners.
+    /// `next`'s, the consenters of `next` as its voters and no learners, and `joining` (if
+    /// any) reports itself a consenter at that sequence. A `joining` node that reports
+    /// `removed` never gets there (its Raft for the channel stopped): that fails at once.
     async fn wait_applied(
         &self,
         next: &ChannelConfig,
+        joining: Option<&str>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<StatusView, AdminClientError> {
@@ -330,6 +335,8 @@ impl Network {
             }))
             .await;
             seen = Vec::new();
+            let mut leader_view = None;
+            let mut joined = joining.is_none();
             for (node, answer) in self.orderers.iter().zip(answers) {
                 match answer {
                     Ok(Ok(s)) => {
@@ -340,7 +347,22 @@ impl Network {
                             && voters == want
                             && s.learners.is_empty()
                         {
-                            return Ok(StatusView::new(self, &s));
+                            leader_view = Some(StatusView::new(self, &s));
+                        }
+                        if joining == Some(node.name.as_str()) {
+                            if s.role == "removed" {
+                                return Err(AdminClientError::Change(format!(
+                                    "config sequence {} names {name} again, but {name} reports \
+                                     role removed at config sequence {}: a node removed from a \
+                                     channel stops its Raft for it and does not start it again \
+                                     when a later config names it. Restart {name} (it keeps its \
+                                     data): it then catches up and is promoted",
+                                    next.sequence,
+                                    s.config_sequence,
+                                    name = node.name
+                                )));
+                            }
+                            joined = s.role == "consenter" && s.config_sequence >= next.sequence;
                         }
                         let v = StatusView::new(self, &s);
                         seen.push(format!(
@@ -361,14 +383,18 @@ impl Network {
                     )),
                 }
             }
+            if let (Some(view), true) = (&leader_view, joined) {
+                return Ok(view.clone());
+            }
             if Instant::now() + POLL_EVERY >= deadline {
                 let names: Vec<String> = want.iter().map(|id| self.name_of(*id)).collect();
                 return Err(AdminClientError::Timeout {
                     what: format!(
                         "a leader of channel {channel:?} at config sequence {} with voters [{}] \
-                         and no learners",
+                         and no learners{}",
                         next.sequence,
-                        names.join(", ")
+                        names.join(", "),
+                        joining.map_or(String::new(), |n| format!(", and {n} a consenter"))
                     ),
                     secs: timeout.as_secs(),
                     seen: seen.join("\n  "),

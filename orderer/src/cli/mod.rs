@@ -204,7 +204,8 @@ async fn admin(args: AdminArgs) -> Result<(), CliError> {
             let node = net.orderer(&a.node)?;
             let current = net.current_config(&a.channel).await?;
             let next = net.consenter_change(&current.channel, op, &a.node)?;
-            let applied = net.apply(&current, &next, timeout).await?;
+            let joining = (op == ConsenterOp::Add).then_some(a.node.as_str());
+            let applied = net.apply(&current, &next, joining, timeout).await?;
             print::consenter(op, node, &applied, json);
             Ok(())
         }
@@ -213,7 +214,7 @@ async fn admin(args: AdminArgs) -> Result<(), CliError> {
                 Some(name) => net.latest_config(net.orderer(name)?, channel).await?,
                 None => net.current_config(channel).await?,
             };
-            print::config(&current, json);
+            print::config(&current, |id| net.name_of(id), json);
             Ok(())
         }
         AdminCommand::Config(ConfigCommand::Update { channel, file }) => {
@@ -310,7 +311,7 @@ async fn config_update(
         path: file.display().to_string(),
         reason: format!("the edited config is invalid: {e}"),
     })?;
-    let applied = net.apply(&current, &next, timeout).await?;
+    let applied = net.apply(&current, &next, None, timeout).await?;
     print::config_update(&changes, &applied, json);
     Ok(())
 }

@@ -173,7 +173,7 @@ fn cert(c: &CertView) -> String {
     format!("{} (sha256 {})", c.subject, short(&c.sha256))
 }
 
-pub fn config(current: &CurrentConfig, json: bool) {
+pub fn config(current: &CurrentConfig, name_of: impl Fn(u64) -> String, json: bool) {
     let view = ConfigView::of(current.channel.config());
     if json {
         return print_json(&view);
@@ -197,8 +197,9 @@ pub fn config(current: &CurrentConfig, json: bool) {
         println!("consenters:");
         for c in &o.consenters {
             println!(
-                "  {:>3}  {}:{}  {}  tls sha256 {}",
+                "  {:>3}  {:<10} {}:{}  {}  tls sha256 {}",
                 c.id,
+                name_of(c.id),
                 c.host,
                 c.port,
                 c.msp_id,

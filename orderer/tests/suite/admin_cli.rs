@@ -11,6 +11,7 @@
 //! | the same file again (stale)               | exit 1, the orderer's FAILED_PRECONDITION message |
 //! | removing a consenter with one of 3 down   | exit 1, the orderer's quorum message; nothing changes |
 //! | `consenter replace`, files unchanged       | exit 1, "nothing to replace"                   |
+//! | `consenter add` of a removed node still running | exit 1 at once: it reports role removed; after its restart it is a voter |
 //! | `consenter replace` after a TLS renewal    | the new certificate pinned; the node, restarted with it, keeps ordering |
 
 use crate::common;
@@ -427,4 +428,76 @@ fn consenter_replace_pins_a_renewed_tls_certificate_and_the_restarted_node_keeps
             .unwrap();
     });
     assert_eq!(cluster.height(renewed), cluster.height(leader));
+}
+
+#[test]
+fn consenter_add_of_a_removed_node_still_running_fails_fast_and_its_restart_completes_the_add() {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        spare_orderers: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let rt = runtime();
+    let net = netdir(&cluster);
+    rt.block_on(cluster.wait_membership(&[0, 1, 2], &[1, 2, 3], 0, Duration::from_secs(30)))
+        .unwrap();
+    cluster.start_node(3).unwrap();
+    let change = |verb: &str| {
+        admin(
+            &net,
+            &[
+                "consenter",
+                verb,
+                "--channel",
+                CHANNEL,
+                "--node",
+                "orderer4",
+                "--timeout",
+                "60",
+            ],
+        )
+    };
+    assert!(change("add").success);
+    assert!(change("remove").success);
+    // orderer4 stops its Raft for the channel once Raft drops it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster
+        .node(3)
+        .registry
+        .get(CHANNEL)
+        .unwrap()
+        .removed_at()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "orderer4 never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let started = Instant::now();
+    let again = change("add");
+    assert!(!again.success);
+    assert!(
+        again.stderr.contains("orderer4 reports role removed") && again.stderr.contains("Restart"),
+        "{}",
+        again.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "not at once");
+    // The config names it again (sequence 3); restarted, it catches up and is promoted.
+    cluster.stop_node(3).unwrap();
+    cluster.start_node(3).unwrap();
+    rt.block_on(cluster.wait_membership(&[0, 1, 2, 3], &[1, 2, 3, 4], 3, Duration::from_secs(60)))
+        .unwrap();
+    let status = admin(
+        &net,
+        &[
+            "--node",
+            "orderer4",
+            "status",
+            "--channel",
+            CHANNEL,
+            "--json",
+        ],
+    )
+    .json();
+    assert_eq!(names(&status["voters"]).len(), 4, "{status}");
 }
