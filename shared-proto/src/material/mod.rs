@@ -15,12 +15,19 @@
 //! orgs/<msp>/users/<name>/msp/, tls/             Admin (role admin) and users (role client)
 //! channels/<id>/genesis.block                    block 0: the channel config
 //! ```
-//! CA keys are kept beside their certificates so more members can be issued later; keep the
-//! directory private.
+//! CA keys are kept beside their certificates so more members can be issued later
+//! ([`add_orderer`], [`add_peer`], [`add_peer_org`], [`add_channel`] extend a network's material
+//! without touching what exists); keep the directory private.
 
+mod extend;
 mod generate;
+mod issue;
 mod spec;
 
+pub use extend::add_channel;
+pub use extend::add_orderer;
+pub use extend::add_peer;
+pub use extend::add_peer_org;
 pub use generate::generate;
 pub use generate::Generated;
 pub use generate::NodeMaterial;
@@ -42,6 +49,8 @@ pub enum MaterialError {
     Spec { field: String, message: String },
     #[error("output directory {path} is not empty; choose a new directory or remove it")]
     NotEmpty { path: String },
+    #[error("{path} already exists; extending a network never overwrites material (remove it if a failed run left it)")]
+    Exists { path: String },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -60,5 +69,7 @@ pub enum MaterialError {
     Encode { what: String, message: String },
 }
 
+#[cfg(test)]
+mod extend_tests;
 #[cfg(test)]
 mod tests;

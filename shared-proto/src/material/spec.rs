@@ -255,6 +255,13 @@ impl NetworkSpec {
             return Err(bad("channels".into(), "needs at least one channel".into()));
         }
         for (i, ch) in self.channels.iter().enumerate() {
+            let taken = self.channels[..i].iter().any(|c| c.id == ch.id);
+            if !safe(&ch.id) || taken {
+                return Err(bad(
+                    format!("channels[{i}].id"),
+                    format!("{:?} is empty, not [A-Za-z0-9._-]+ or not unique", ch.id),
+                ));
+            }
             for org in ch.orgs.iter().flatten() {
                 if !self.peer_orgs.iter().any(|p| &p.msp_id == org) {
                     return Err(bad(

@@ -13,13 +13,18 @@ use crate::pb::common::Block;
 use crate::policy::Signer;
 use crate::signing::Domain;
 
-const NOW: i64 = 1_790_000_000;
-const SAMPLE: &str = include_str!("../../../deploy/sample-network.toml");
+pub(super) const NOW: i64 = 1_790_000_000;
+pub(super) const SAMPLE: &str = include_str!("../../../deploy/sample-network.toml");
 
-fn signer_of(channel: &Channel, identity: &SigningIdentity) -> Signer {
+pub(super) fn signer_of(channel: &Channel, identity: &SigningIdentity) -> Signer {
+    signer_at(channel, identity, NOW)
+}
+
+/// `identity` as `channel`'s MSPs see it at `now_unix`.
+pub(super) fn signer_at(channel: &Channel, identity: &SigningIdentity, now_unix: i64) -> Signer {
     let v = channel
         .msps()
-        .deserialize_identity(identity.serialized(), NOW)
+        .deserialize_identity(identity.serialized(), now_unix)
         .unwrap();
     Signer {
         id: v.id,
@@ -28,7 +33,7 @@ fn signer_of(channel: &Channel, identity: &SigningIdentity) -> Signer {
     }
 }
 
-fn load_channel(path: &std::path::Path) -> Channel {
+pub(super) fn load_channel(path: &std::path::Path) -> Channel {
     let block = Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
     Channel::from_config_block(&block).unwrap()
 }
@@ -150,7 +155,7 @@ fn sample_spec_generates_material_that_loads_back_and_verifies() {
 
 /// The TLS certificate is ECDSA P-256 (the default) and names the TLS CA, ECDSA P-256 too, as
 /// issuer. (That the chain verifies is what every TLS test's handshake shows.)
-fn assert_tls_ecdsa_p256_issued_by(cert_der: &[u8], ca_der: &[u8]) {
+pub(super) fn assert_tls_ecdsa_p256_issued_by(cert_der: &[u8], ca_der: &[u8]) {
     use x509_parser::oid_registry::OID_EC_P256;
     use x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY;
     use x509_parser::prelude::FromDer as _;
