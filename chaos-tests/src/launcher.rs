@@ -48,21 +48,7 @@ impl NodeProcess {
         config: &Path,
         log: &Path,
     ) -> anyhow::Result<Self> {
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening log {}", log.display()))?;
-        let err = out.try_clone()?;
-        let child = Command::new(exe)
-            .args(["node", kind.as_str(), "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
+        let child = node_command(exe, kind, config, log)?
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         Ok(NodeProcess {
@@ -112,6 +98,45 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// `exe node <kind> --config <config>`, stdin closed, stdout and stderr appended to `log`.
+fn node_command(exe: &Path, kind: Kind, config: &Path, log: &Path) -> anyhow::Result<Command> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening log {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut command = Command::new(exe);
+    command
+        .args(["node", kind.as_str(), "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    Ok(command)
+}
+
+/// Starts a node like [`NodeProcess::spawn`] but detached: in its own process group (a Ctrl-C
+/// meant for the caller's terminal does not reach it) and not stopped by anything here, so it
+/// outlives the caller. Returns its process id; stopping it is up to whoever records that.
+pub fn spawn_detached(exe: &Path, kind: Kind, config: &Path, log: &Path) -> anyhow::Result<u32> {
+    use std::os::unix::process::CommandExt as _;
+    let child = node_command(exe, kind, config, log)?
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {} {}", kind.as_str(), config.display()))?;
+    // Not waited for here: the process runs on after this one exits.
+    Ok(child.id())
+}
+
+/// Whether `addr` answers `GET /healthz` with 200 (the process serves).
+pub async fn serves(addr: &str) -> bool {
+    matches!(http_get(addr, "/healthz").await, Ok((200, _)))
 }
 
 /// GET `path` from an HTTP/1.1 server at `addr`; returns (status, body).

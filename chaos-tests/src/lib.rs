@@ -2,7 +2,8 @@
 //!
 //! - `devnet` binary: generates a network's material ([`topology`]), runs every node as a
 //!   process ([`launcher`], [`node_main`]), drives a token-transfer workload through the SDK
-//!   ([`workload`]) and reports what happened.
+//!   ([`workload`]) and reports what happened; its operator verbs (`add-orderer`, `add-peer`,
+//!   `add-org`, `create-channel`) change the network while it runs ([`devnet`]).
 //! - `bench` binary: benchmarks with the box's raw limits measured in the same run
 //!   (`validation`, `ordering`, `e2e` on the dev network's topology) and `bench plot`.
 //!
@@ -10,6 +11,7 @@
 //! with the chaos issue.
 
 pub mod bench;
+pub mod devnet;
 pub mod launcher;
 pub mod node_main;
 pub mod topology;

@@ -5,6 +5,9 @@
 //! SDK with a progress bar, prints a summary (throughput, submit→commit latency, every node's
 //! height and last block hash, whether the peers agree on the state hash, where the logs are),
 //! then keeps the network running until Ctrl-C (or `--duration`).
+//!
+//! While it runs, `devnet --data-dir DIR add-orderer|add-peer|add-org|create-channel` change it
+//! ([`chaos_tests::devnet`]); the nodes they start are stopped with the network.
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -12,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chaos_tests::bench::Percentiles;
+use chaos_tests::devnet as verbs;
+use chaos_tests::devnet::DataDir;
 use chaos_tests::launcher;
 use chaos_tests::launcher::Kind;
 use chaos_tests::launcher::NodeProcess;
@@ -44,8 +49,9 @@ struct Cli {
 
 #[derive(Debug, clap::Args)]
 struct RunOptions {
-    /// Where material, ledgers and logs live. Reused by the next run unless --clean.
-    #[arg(long, default_value = "devnet-data")]
+    /// Where material, ledgers and logs live. Reused by the next run unless --clean; the
+    /// verbs act on the network running here.
+    #[arg(long, default_value = "devnet-data", global = true)]
     data_dir: PathBuf,
     /// Delete the data dir first (a fresh network and an empty chain).
     #[arg(long)]
@@ -101,6 +107,34 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Add an orderer of the orderer org to the running network and start it; it follows every
+    /// channel until `orderer admin ... consenter add` makes it a consenter (printed).
+    AddOrderer {
+        #[arg(long)]
+        name: String,
+    },
+    /// Add a peer to an org of the running network and start it; it catches up from its org's
+    /// peers and the orderers.
+    AddPeer {
+        /// The org's MSP id, e.g. Org1MSP.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Add an application org (CAs, Admin, User1, peer0) to the running network: a config
+    /// update adds it to every channel, then its peer starts and catches up.
+    AddOrg {
+        /// The new org's MSP id, e.g. Org3MSP.
+        #[arg(long)]
+        name: String,
+    },
+    /// Create a channel on the running network (orgs, consenters and batch settings of the
+    /// first channel) and join every orderer to it.
+    CreateChannel {
+        #[arg(long)]
+        id: String,
+    },
     /// Run one node in this process (used by the dev network to start its nodes).
     #[command(hide = true)]
     Node {
@@ -112,12 +146,15 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let data = DataDir::new(&cli.run.data_dir);
     let result = match cli.command {
         Some(Command::Generate { spec, out }) => generate(&spec, &out),
         Some(Command::Node { kind, config }) => node_main::run_node(&kind, &config),
-        None => tokio::runtime::Runtime::new()
-            .context("starting the async runtime")
-            .and_then(|rt| rt.block_on(devnet(cli.run))),
+        Some(Command::AddOrderer { name }) => block_on(verbs::add_orderer(&data, &name)),
+        Some(Command::AddPeer { org, name }) => block_on(verbs::add_peer(&data, &org, &name)),
+        Some(Command::AddOrg { name }) => block_on(verbs::add_org(&data, &name)),
+        Some(Command::CreateChannel { id }) => block_on(verbs::create_channel(&data, &id)),
+        None => block_on(devnet(cli.run)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -126,6 +163,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(f)
 }
 
 fn now_unix() -> i64 {
@@ -227,6 +270,8 @@ async fn devnet(o: RunOptions) -> anyhow::Result<()> {
             })?;
         }
     }
+    let data = DataDir::new(&o.data_dir);
+    verbs::clear_stale(&data);
     let logs = o.data_dir.join("logs");
     let mut procs = Vec::new();
     for view in &layout {
@@ -261,16 +306,25 @@ async fn devnet(o: RunOptions) -> anyhow::Result<()> {
         );
     }
     match o.duration {
+        // Ctrl-C or SIGTERM stops the nodes in either case (the default action would leave
+        // every node process running).
         Some(secs) => {
             println!("\nrunning for {secs} s (--duration)...");
-            tokio::time::sleep(Duration::from_secs(secs)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(secs)) => {}
+                () = shared_proto::process::terminate() => {}
+            }
         }
         None => {
             println!("\nrunning; Ctrl-C stops every node.");
-            tokio::signal::ctrl_c().await?;
+            shared_proto::process::terminate().await;
         }
     }
     println!("stopping...");
+    let added = verbs::stop_recorded(&data, Duration::from_secs(10));
+    if added > 0 {
+        println!("stopped {added} node(s) the verbs started");
+    }
     for p in &mut procs {
         p.stop(Duration::from_secs(10));
     }

@@ -2,6 +2,7 @@
 //! per file: CI's disk is finite). Run one module with `cargo test -p chaos-tests --test suite MODULE::`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod devnet_verbs;
 mod peer_kill;
 mod shutdown;
 
