@@ -8,5 +8,6 @@ mod deliver_endpoints;
 mod e2e;
 mod gossip;
 mod live_config;
+mod new_org;
 mod orderer_endpoints;
 mod query;

@@ -167,6 +167,9 @@ pub struct Topology {
     /// Adds [`OUTSIDER_MSP`]: an org with a user and no peers, in the network (its TLS CA is
     /// trusted by every node) but not in the channel.
     pub outsider_org: bool,
+    /// The outsider org's peers (`true`: orderer-connected); its material and configs exist,
+    /// list them in `hold_back` to start them later.
+    pub outsider_peers: Vec<bool>,
     /// Peers (msp, name) in no other peer's `gossip.bootstrap` list: they join by dialling
     /// the others (a peer added to a running org).
     pub newcomers: Vec<(&'static str, &'static str)>,
@@ -183,6 +186,7 @@ impl Default for Topology {
             gossip_proxies: false,
             hold_back: Vec::new(),
             outsider_org: false,
+            outsider_peers: Vec::new(),
             newcomers: Vec::new(),
         }
     }
@@ -237,7 +241,7 @@ impl TestNet {
             peer_org("Org2MSP", &topology.org2),
         ];
         if topology.outsider_org {
-            peer_orgs.push(peer_org(OUTSIDER_MSP, &[]));
+            peer_orgs.push(peer_org(OUTSIDER_MSP, &topology.outsider_peers));
         }
         let spec = NetworkSpec {
             name: "e2e".into(),
@@ -382,6 +386,18 @@ impl TestNet {
 
     pub fn gateway(&self, msp: &str) -> Gateway {
         Gateway::from_network(&self.generated, msp, "User1", CHANNEL).unwrap()
+    }
+
+    /// A gateway for peer `i`'s org User1 that endorses and evaluates on peer `i` alone.
+    pub fn gateway_of_peer(&self, i: usize) -> Gateway {
+        Gateway::from_network_with_endorsers(
+            &self.generated,
+            &self.peer_configs[i].msp_id,
+            "User1",
+            CHANNEL,
+            &[self.peer(i).service_addr.to_string()],
+        )
+        .unwrap()
     }
 
     /// Index of peer `name` of org `msp` in `peers`.
