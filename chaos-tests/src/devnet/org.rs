@@ -1,15 +1,20 @@
 //! `devnet add-org`: a new application org with one peer, added to the running network's
 //! channels by config update.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use orderer::admin_client::Network;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::ServerName;
 use shared_proto::material;
 use shared_proto::material::Generated;
 use shared_proto::material::PeerOrgSpec;
 use shared_proto::material::PeerSpec;
-use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
+use shared_proto::node_config::PeerConfig;
 
 use super::describe_channels;
 use super::free_ports;
@@ -98,9 +103,9 @@ pub async fn add_org(data: &DataDir, msp_id: &str) -> anyhow::Result<()> {
         anyhow::bail!(
             "{name} runs but cannot pull blocks: {refusal}. The orderers trust the TLS CAs of \
              their config files (tls.ca_roots, read when they start), not those of the channel \
-             config, so a running orderer does not know {msp_id}'s new TLS CA. {msp_id} is on \
-             the channel; {name} stays at its genesis block until the orderers trust its TLS CA \
-             (its log: {log})",
+             config, so a running orderer does not know {msp_id}'s new TLS CA. {msp_id} is a \
+             member of the channels now; {name} stays at their genesis blocks until the \
+             orderers trust its TLS CA (its log: {log})",
             name = view.name,
             log = started.log.display()
         );
@@ -115,45 +120,94 @@ pub async fn add_org(data: &DataDir, msp_id: &str) -> anyhow::Result<()> {
 /// Whether the orderers refuse the TLS client certificate of peer `view` (what its deliver
 /// client presents): `Some(why)` from the first orderer that answers at all.
 async fn orderers_refuse_tls(g: &Generated, view: &NodeView) -> anyhow::Result<Option<String>> {
-    let config = shared_proto::node_config::PeerConfig::load(&view.config)
+    let config = PeerConfig::load(&view.config)
         .with_context(|| format!("reading {}", view.config.display()))?;
-    let tls = std::sync::Arc::new(shared_proto::tls::TlsMaterial::load(&config.tls)?);
-    let dialer = shared_proto::dial::Dialer::direct(tls);
+    let tls = client_tls(&config)?;
     for o in g.spec.orderer_orgs.iter().flat_map(|o| &o.orderers) {
-        let address = format!("{}:{}", o.host, o.port);
-        let Ok(endpoint) = dialer.endpoint(&address) else {
-            continue;
-        };
-        let Ok(channel) = endpoint
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await
-        else {
-            continue;
-        };
-        // An empty Deliver: any gRPC answer means the handshake passed.
-        let answer = AtomicBroadcastClient::new(channel)
-            .deliver(futures::stream::empty())
-            .await;
-        return Ok(match answer {
-            Err(status) => {
-                let why = root_cause(&status);
-                why.to_lowercase()
-                    .contains("unknownca")
-                    .then(|| format!("{} refuses its TLS client certificate ({why})", o.name))
+        let (tls, host, address) = (
+            tls.clone(),
+            o.host.clone(),
+            format!("{}:{}", o.host, o.port),
+        );
+        let answer = tokio::task::spawn_blocking(move || tls_answer(tls, &host, &address)).await?;
+        match answer {
+            Ok(()) => return Ok(None),
+            Err(TlsProbe::Refused(why)) => {
+                return Ok(Some(format!(
+                    "{} refuses its TLS client certificate ({why})",
+                    o.name
+                )))
             }
-            _ => None,
-        });
+            Err(TlsProbe::Unreachable) => {}
+        }
     }
     Ok(None)
 }
 
-/// The innermost cause of `e` (for a TLS refusal: the alert).
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(s) = cause.source() {
-        cause = s;
+/// The TLS client config `config`'s node dials with: its certificate, every CA it trusts.
+fn client_tls(config: &PeerConfig) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let pem = |path: &std::path::Path| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("reading {}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in &config.tls.ca_roots {
+        for cert in pem(ca)? {
+            roots.add(cert)?;
+        }
     }
-    cause.to_string()
+    let key = PrivateKeyDer::from_pem_file(&config.tls.key)
+        .with_context(|| format!("reading {}", config.tls.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(pem(&config.tls.cert)?, key)?;
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(client))
+}
+
+enum TlsProbe {
+    /// The server sent a TLS alert (it refused the certificate).
+    Refused(String),
+    /// No connection, or no answer within the probe's deadline: nothing learnt.
+    Unreachable,
+}
+
+/// A TLS connection to `address` as `tls`, then a read: an HTTP/2 server sends its settings at
+/// once, and a server that refused the client certificate sends an alert instead (with TLS 1.3
+/// only after the client's side of the handshake ended, so the handshake alone proves nothing).
+fn tls_answer(tls: Arc<rustls::ClientConfig>, host: &str, address: &str) -> Result<(), TlsProbe> {
+    use std::io::Read as _;
+    use std::io::Write as _;
+    let deadline = Some(Duration::from_secs(3));
+    let addr = address
+        .parse::<std::net::SocketAddr>()
+        .map_err(|_| TlsProbe::Unreachable)?;
+    let mut socket = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|_| TlsProbe::Unreachable)?;
+    socket
+        .set_read_timeout(deadline)
+        .and_then(|()| socket.set_write_timeout(deadline))
+        .map_err(|_| TlsProbe::Unreachable)?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| TlsProbe::Unreachable)?;
+    let mut conn = rustls::ClientConnection::new(tls, name).map_err(|_| TlsProbe::Unreachable)?;
+    let mut stream = rustls::Stream::new(&mut conn, &mut socket);
+    let refused = |e: std::io::Error| {
+        let alert = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|r| matches!(r, rustls::Error::AlertReceived(_)));
+        if alert {
+            TlsProbe::Refused(e.to_string())
+        } else {
+            TlsProbe::Unreachable
+        }
+    };
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .map_err(refused)?;
+    let mut buf = [0u8; 64];
+    stream.read(&mut buf).map(|_| ()).map_err(refused)
 }
