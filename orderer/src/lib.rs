@@ -27,10 +27,12 @@
 //! node, and every reader follows it live.
 
 pub mod admin;
+pub mod admin_client;
 pub mod block_store;
 pub mod broadcast;
 pub mod catchup;
 pub mod channels;
+pub mod cli;
 pub mod consensus;
 pub mod cutter;
 pub mod deliver;

@@ -32,6 +32,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Operate a running network over the Admin API and config updates: status, channel
+    /// list|join|remove, consenter add|remove|replace, config show|update.
+    Admin(orderer::cli::AdminArgs),
 }
 
 fn load(path: &std::path::Path) -> Result<OrdererConfig, String> {
@@ -41,6 +44,7 @@ fn load(path: &std::path::Path) -> Result<OrdererConfig, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(args) => orderer::cli::run_admin(args),
         Command::CheckConfig { config } => match load(&config) {
             Ok(cfg) => {
                 println!(

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod address_overrides;
+mod admin_cli;
 mod authorization;
 mod bad_input;
 mod block_store_height;
