@@ -16,7 +16,7 @@
 //! | header type not accepted (CONFIG, SEEK_INFO, ADMIN) | FAILED_PRECONDITION | BAD_REQUEST     |
 //! | config update: malformed / other channel   | INVALID_ARGUMENT     | BAD_REQUEST                |
 //! | config update: bad signature, too few admins | PERMISSION_DENIED  | FORBIDDEN                  |
-//! | config update: stale sequence, two consenter changes, last consenter, untrusted consenter certificate, invalid new config | FAILED_PRECONDITION | BAD_REQUEST |
+//! | config update: stale sequence, two consenter changes, last consenter, untrusted consenter certificate, invalid new config, a change in flight, a quorum-losing change | FAILED_PRECONDITION | PRECONDITION_FAILED |
 //! | tx id already in a block                  | ALREADY_EXISTS       | CONFLICT                   |
 //! | repeat while the first copy is not yet in a block | SUCCESS (ordered once: the state machine drops the copy) | SUCCESS |
 //! | no leader, leader unreachable, shutting down | UNAVAILABLE       | SERVICE_UNAVAILABLE        |
@@ -165,7 +165,7 @@ impl BroadcastError {
                 Some(Refusal::InvalidArgument) => (Code::InvalidArgument, Status::BadRequest),
                 Some(Refusal::NotFound) => (Code::NotFound, Status::NotFound),
                 Some(Refusal::PermissionDenied) => (Code::PermissionDenied, Status::Forbidden),
-                None => (Code::FailedPrecondition, Status::BadRequest),
+                None => (Code::FailedPrecondition, Status::PreconditionFailed),
             },
             BroadcastError::NotWriter { .. } => (Code::PermissionDenied, Status::Forbidden),
             BroadcastError::AlreadyOrdered(_) => (Code::AlreadyExists, Status::Conflict),
@@ -191,6 +191,7 @@ fn code_of_status(status: Status) -> Code {
         Status::Forbidden => Code::PermissionDenied,
         Status::NotFound => Code::NotFound,
         Status::Conflict => Code::AlreadyExists,
+        Status::PreconditionFailed => Code::FailedPrecondition,
         Status::ServiceUnavailable => Code::Unavailable,
         _ => Code::Internal,
     }
@@ -258,6 +259,9 @@ async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String
         }
         // Admins' signatures, not the sender's role, authorise a config update.
         HeaderType::ConfigUpdate => {
+            // A retry of an update already ordered is answered as one (its sequence is stale
+            // now, and a client whose first answer was lost must learn it was ordered).
+            ensure_not_ordered(&channel, &verified.tx_id, false)?;
             let checked = shared_proto::config_update::check_update(&config, &verified.data, now)
                 .map_err(|e| BroadcastError::ConfigUpdate {
                 refusal: e.refusal(),

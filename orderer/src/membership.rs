@@ -8,7 +8,8 @@
 //! |---------------------------------------------------|---------------------------------------|
 //! | a consenter Raft does not know                     | adds it as a learner (it replicates the log, or gets a snapshot and pulls the blocks) |
 //! | a learner the config names, caught up              | promotes it to voter                  |
-//! | a voter the config no longer names (even itself)   | removes it (joint consensus); a removed leader steps down after |
+//! | a voter the config no longer names                 | removes it (joint consensus)          |
+//! | itself, no longer named                             | stops its Raft for the channel; the others elect a leader that removes it |
 //! | a learner the config does not name                 | removes it                            |
 //! | a member whose address changed                     | updates its address                   |
 //!
@@ -16,8 +17,10 @@
 //! live, caught-up voters than a quorum, and any change while another is still being carried
 //! out (the config and Raft's voters differ): the operator gets a message naming why.
 //!
-//! A node removed from the consenter set stops its Raft for the channel once Raft no longer
-//! counts it as a voter (or after [`REMOVED_GRACE`]), logs why, and does not try to rejoin.
+//! A node removed from the consenter set stops its Raft for the channel once Raft's membership
+//! no longer has it, or once it is fully applied and no leader replicates to it (see
+//! [`removal_final`]), logs why, and does not try to rejoin; to take part again it must be
+//! named by a later config and restarted.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -40,10 +43,8 @@ pub const RECONCILE_EVERY: Duration = Duration::from_millis(200);
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A learner within this many entries of the leader's log is caught up and may be promoted.
 pub const CAUGHT_UP_ENTRIES: u64 = 64;
-/// Longest a removed consenter waits for Raft to drop it before stopping its Raft anyway.
-pub const REMOVED_GRACE: Duration = Duration::from_secs(30);
 /// A removed consenter that has had no leader this long since its removal stops.
-pub const LEADERLESS: Duration = Duration::from_secs(2);
+pub const LEADERLESS: Duration = Duration::from_secs(5);
 
 /// When this node last heard an answer from each other member of one channel's Raft.
 #[derive(Debug, Default)]
@@ -203,7 +204,8 @@ pub fn check_change(
 /// for the channel if the config removes it. Ends when Raft stops.
 pub async fn run(channel: Arc<ChannelRuntime>, me: NodeId) {
     let mut config = channel.config.clone();
-    let mut removed_since: Option<Instant> = None;
+    // (when this node saw the config drop it, that config's sequence)
+    let mut removed: Option<(Instant, u64)> = None;
     // A node joins before the config names it; it is removed only once a config that named
     // it is replaced by one that does not.
     let mut named = false;
@@ -215,19 +217,18 @@ pub async fn run(channel: Arc<ChannelRuntime>, me: NodeId) {
         let wanted = desired(&channel);
         named |= wanted.contains_key(&me);
         if named && !wanted.contains_key(&me) {
-            let since = *removed_since.get_or_insert_with(Instant::now);
-            let membership = metrics.membership_config.membership();
-            let still_voter = membership.voter_ids().any(|v| v == me);
-            // Once Raft has dropped it, the others stop sending to it: it sees no leader
-            // (it would campaign, refused by every consenter: its certificate is no longer
-            // pinned) and stops.
-            let leaderless = metrics.current_leader.is_none() && since.elapsed() >= LEADERLESS;
-            if !still_voter || leaderless || since.elapsed() >= REMOVED_GRACE {
-                stop_removed(&channel, me).await;
+            let (since, sequence) =
+                *removed.get_or_insert_with(|| (Instant::now(), channel.config().sequence()));
+            // A leader the config removed stops at once: removing itself from Raft's membership
+            // (openraft 0.9 has no leadership transfer) left clusters stuck in a joint config
+            // and electing for minutes (grow_3_to_5..., under load). The others elect a new
+            // leader, which removes this voter like any other.
+            if metrics.current_leader == Some(me) || removal_final(&metrics, me, since) {
+                stop_removed(&channel, me, sequence).await;
                 return;
             }
         } else {
-            removed_since = None;
+            removed = None;
         }
         if metrics.current_leader == Some(me) {
             reconcile(&channel, me, &metrics, &wanted).await;
@@ -239,14 +240,32 @@ pub async fn run(channel: Arc<ChannelRuntime>, me: NodeId) {
     }
 }
 
-async fn stop_removed(channel: &ChannelRuntime, me: NodeId) {
-    let sequence = channel.config().sequence();
+/// Whether a node the config in force no longer names is out for good. A node replaying the
+/// chain passes through old configs (one may have removed it before a later one added it
+/// back): while a leader still replicates to it, or its log holds entries it has not applied,
+/// it is a member and keeps going. It is out once Raft's membership (the newest it has, which
+/// takes effect when appended) no longer has it, or once it has had no leader for
+/// [`LEADERLESS`] since the config dropped it (the leader no longer replicates to it; the
+/// others refuse its votes, its certificate no longer being pinned).
+fn removal_final(
+    metrics: &openraft::RaftMetrics<NodeId, BasicNode>,
+    me: NodeId,
+    since: Instant,
+) -> bool {
+    let membership = metrics.membership_config.membership();
+    let member = membership.voter_ids().any(|v| v == me) || membership.get_node(&me).is_some();
+    let leaderless = metrics.current_leader.is_none() && since.elapsed() >= LEADERLESS;
+    !member || leaderless
+}
+
+async fn stop_removed(channel: &ChannelRuntime, me: NodeId, sequence: u64) {
     tracing::warn!(
         channel = %channel.id,
         node_id = me,
         config_sequence = sequence,
         "this node is no longer a consenter of the channel (removed by a config update); \
-         stopping its Raft for the channel; it keeps its blocks and does not rejoin"
+         stopping its Raft for the channel; it keeps its blocks and does not rejoin (to take \
+         part again, have a config update name it and restart it)"
     );
     channel.mark_removed(sequence);
     if tokio::time::timeout(CHANGE_TIMEOUT, channel.raft.shutdown())
@@ -265,8 +284,24 @@ async fn reconcile(
     wanted: &BTreeMap<NodeId, String>,
 ) {
     let membership = metrics.membership_config.membership();
-    if membership.get_joint_config().len() > 1 {
-        return; // openraft is finishing a change
+    let joint = membership.get_joint_config();
+    if joint.len() > 1 {
+        // A leader that started this change lost leadership before the joint config's second
+        // step (found stuck: 5 voters at the config that removed one). Finish it: the last
+        // set of the joint config is where the change was going.
+        if let Some(target) = joint.last().cloned() {
+            let change = ChangeMembers::ReplaceAllVoters(target);
+            tracing::info!(channel = %channel.id, ?change, "membership: finish a joint config");
+            if let Ok(Err(e)) = tokio::time::timeout(
+                CHANGE_TIMEOUT,
+                channel.raft.change_membership(change, false),
+            )
+            .await
+            {
+                tracing::debug!(channel = %channel.id, error = %e, "membership: finish joint");
+            }
+        }
+        return;
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
@@ -302,8 +337,7 @@ async fn reconcile(
         ))
     } else if let Some(id) = voters
         .iter()
-        .filter(|id| !wanted.contains_key(id))
-        .min_by_key(|id| **id == me)
+        .find(|id| !wanted.contains_key(id) && **id != me)
     {
         Some((
             "remove voter",

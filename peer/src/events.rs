@@ -104,7 +104,7 @@ async fn serve_request(
     let Ok(seek) = SeekInfo::decode(verified.data.as_slice()) else {
         return Ok(Status::BadRequest);
     };
-    stream(channel, &seek, filtered, tx).await
+    stream(&channel, &seek, filtered, tx).await
 }
 
 async fn stream(

@@ -17,6 +17,10 @@
 //!                        ▼
 //! applications ◀───── [events] blocks / filtered blocks, commit status
 //! applications ─────▶ [endorser] simulate [chaincode] on [simulator], sign the rwset
+//! operators ─JoinChannel─▶ [participation] authorise against the genesis block's config
+//!                        ▼
+//!                     [runtime] record the block, open the channel's ledger and committer,
+//!                        start its gossip tasks (each channel owns its tasks)
 //! ```
 //!
 //! Promises: only blocks signed by the orderers per the channel's BlockValidation policy and
@@ -35,8 +39,10 @@ pub mod ledger;
 pub mod metrics;
 pub mod node;
 pub mod ops;
+pub mod participation;
 pub mod process;
 pub mod query;
+pub mod runtime;
 pub mod sdk;
 pub mod services;
 pub mod simulator;

@@ -91,6 +91,29 @@ enum ChannelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Join a running peer to a channel with the channel's genesis block, as the Admin of the
+    /// peer's org (signing and TLS material from `--network`). The peer keeps the channel
+    /// across restarts.
+    Join {
+        /// The channel's genesis block (block 0), e.g. `channels/ID/genesis.block` of a
+        /// generated network.
+        #[arg(long, value_name = "FILE")]
+        block: PathBuf,
+        /// Directory written by `devnet generate` (the peer's address and the admin's
+        /// material come from it).
+        #[arg(long, value_name = "DIR")]
+        network: PathBuf,
+        #[arg(long, default_value = "Org1MSP")]
+        org: String,
+        #[arg(long, default_value = "peer0")]
+        peer: String,
+        /// The user of `--org` who signs (an admin of the peer's org).
+        #[arg(long, default_value = "Admin")]
+        user: String,
+        /// The peer's service address (host:port) instead of the one in `--network`.
+        #[arg(long, value_name = "ADDR")]
+        address: Option<String>,
+    },
 }
 
 /// Who the client is: a user of a generated network (see `devnet generate`).
@@ -181,21 +204,59 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             list_channels(&addr, json).await
         }
+        Command::Channel(ChannelCommand::Join {
+            block,
+            network,
+            org,
+            peer,
+            user,
+            address,
+        }) => {
+            let net = Generated::load(&network)?;
+            let addr = match address {
+                Some(addr) => addr,
+                None => {
+                    let p = peer_spec(&net, &org, &peer)?;
+                    format!("{}:{}", p.host, p.port)
+                }
+            };
+            let bytes =
+                std::fs::read(&block).with_context(|| format!("reading {}", block.display()))?;
+            let admin =
+                peer::participation::client::AdminClient::from_network(&net, &org, &user, &addr)?;
+            let info = admin
+                .join(bytes)
+                .await
+                .with_context(|| format!("peer {addr} refused to join {}", block.display()))?;
+            println!(
+                "joined channel {}: height {}, config sequence {}",
+                info.channel_id, info.height, info.config_sequence
+            );
+            Ok(())
+        }
     }
+}
+
+/// Peer `peer` of org `org` in a generated network.
+fn peer_spec<'n>(
+    net: &'n Generated,
+    org: &str,
+    peer: &str,
+) -> anyhow::Result<&'n shared_proto::material::PeerSpec> {
+    net.spec
+        .peer_orgs
+        .iter()
+        .filter(|o| o.msp_id == org)
+        .flat_map(|o| &o.peers)
+        .find(|p| p.name == peer)
+        .with_context(|| format!("no peer {peer} of {org} in {}", net.dir.display()))
 }
 
 /// The ops address (host:port) of peer `peer` of org `org` in a generated network.
 fn ops_address(network: Option<&std::path::Path>, org: &str, peer: &str) -> anyhow::Result<String> {
     let dir = network.context("--network or --ops is required")?;
     let net = Generated::load(dir)?;
-    let p = net
-        .spec
-        .peer_orgs
-        .iter()
-        .filter(|o| o.msp_id == org)
-        .flat_map(|o| &o.peers)
-        .find(|p| p.name == peer)
-        .with_context(|| format!("no peer {peer} of {org} in {}", dir.display()))?;
+    let p = peer_spec(&net, org, peer)?;
     Ok(format!("{}:{}", p.host, p.ops_port))
 }
 

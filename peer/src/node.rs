@@ -1,18 +1,17 @@
-//! Wiring: opens the ledger of every joined channel, commits its genesis block, starts gossip
-//! (which runs the deliver client while this peer leads its org), the gRPC services, the
-//! gossip listener (mutual TLS) and the ops endpoint; shuts them down in order.
+//! Wiring: starts gossip and, through the channel runtime, every channel the peer has (the
+//! config file's and those joined at run time: ledger, committer, gossip tasks, which run the
+//! deliver client while this peer leads its org), then the gRPC services (Endorser, Deliver,
+//! Query and ChannelParticipation on the service port), the gossip listener (mutual TLS) and
+//! the ops endpoint; shuts them down in order.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fjall::Database;
-use prost::Message as _;
-use shared_proto::block;
 use shared_proto::msp::SigningIdentity;
 use shared_proto::node_config::PeerConfig;
-use shared_proto::pb::common::Block;
+use shared_proto::pb::peer::channel_participation_server::ChannelParticipationServer;
 use shared_proto::pb::peer::deliver_server::DeliverServer;
 use shared_proto::pb::peer::endorser_server::EndorserServer;
 use shared_proto::pb::peer::query_server::QueryServer;
@@ -27,15 +26,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::chaincode::ChaincodeRegistry;
-use crate::channel_config::ConfigError;
-use crate::channels::system_clock;
-use crate::channels::PeerChannel;
 use crate::channels::Registry;
-use crate::commit::Committer;
 use crate::gossip::Gossip;
-use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::ops;
+use crate::participation::ParticipationService;
+use crate::runtime;
+use crate::runtime::ChannelContext;
 use crate::services::PeerService;
 
 /// Largest message a client of the service port (SDK, CLI) accepts from it. The node itself
@@ -48,12 +45,12 @@ pub const SERVICE_MESSAGE_BYTES_MIN: usize = 4 * 1024 * 1024;
 /// Largest message the service port decodes or sends: the largest block of the channels this
 /// peer serves (a proposal cannot be larger than the envelope it becomes). A larger request is
 /// refused by the transport (`OUT_OF_RANGE`) before anything reads it. Read from the configs
-/// in force when the peer starts: a config block that raises the block size takes effect here
-/// at the next start.
+/// in force when the peer starts: a config block that raises the block size, or a channel
+/// joined with larger blocks, takes effect here at the next start.
 pub fn service_message_bytes_max(registry: &Registry) -> usize {
     registry
-        .channels
-        .values()
+        .channels()
+        .iter()
         .map(|c| c.config().block_bytes_max())
         .max()
         .unwrap_or(0)
@@ -80,8 +77,8 @@ pub enum NodeError {
     Tls(#[from] shared_proto::tls::TlsError),
     #[error("storage at {path}: {reason}")]
     Storage { path: String, reason: String },
-    #[error("genesis block {path}: {reason}")]
-    Genesis { path: String, reason: String },
+    #[error(transparent)]
+    Channel(#[from] crate::runtime::RuntimeError),
     #[error("server: {0}")]
     Serve(String),
     #[error("stopped after a fatal error: {0}")]
@@ -122,11 +119,13 @@ pub struct Node {
     pub service_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
     pub ops_addr: SocketAddr,
+    /// Starts and stops channels (the join service uses it too).
+    pub channels: ChannelContext,
     db: Database,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<Result<(), NodeError>>>,
-    fatal: tokio::sync::mpsc::Receiver<String>,
-    background: Vec<JoinHandle<()>>,
+    /// Gossip's heartbeat (each channel owns its own tasks).
+    heartbeat: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Node {
@@ -135,15 +134,6 @@ impl std::fmt::Debug for Node {
             .field("service_addr", &self.service_addr)
             .finish_non_exhaustive()
     }
-}
-
-fn read_genesis(path: &std::path::Path) -> Result<Block, NodeError> {
-    let err = |reason: String| NodeError::Genesis {
-        path: path.display().to_string(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    Block::decode(bytes.as_slice()).map_err(|e| err(e.to_string()))
 }
 
 impl Node {
@@ -171,48 +161,6 @@ impl Node {
             .cache_size(crate::ledger::CACHE_BYTES)
             .open()
             .map_err(|e| storage(e.to_string()))?;
-        let metrics = Arc::new(Metrics::default());
-        let mut channels = BTreeMap::new();
-        for bootstrap in &config.channels {
-            let genesis = read_genesis(&bootstrap.genesis_block)?;
-            let genesis_err = |reason: String| NodeError::Genesis {
-                path: bootstrap.genesis_block.display().to_string(),
-                reason,
-            };
-            let (channel, _) =
-                block::verify_genesis(&genesis).map_err(|e| genesis_err(e.to_string()))?;
-            let id = channel.id().to_owned();
-            let ledger = Ledger::open(&db, &id).map_err(|e| storage(e.to_string()))?;
-            // The config in force comes from the ledger (its latest valid config block).
-            let committer = Committer::open(&genesis, ledger.clone(), metrics.clone()).map_err(
-                |e| match e {
-                    ConfigError::Genesis(_) | ConfigError::GenesisMismatch { .. } => {
-                        genesis_err(e.to_string())
-                    }
-                    ConfigError::Ledger(_) | ConfigError::BadConfigBlock { .. } => {
-                        storage(e.to_string())
-                    }
-                },
-            )?;
-            channels.insert(
-                id.clone(),
-                Arc::new(PeerChannel {
-                    id,
-                    ledger,
-                    committer: Arc::new(committer),
-                }),
-            );
-        }
-        let registry = Arc::new(Registry {
-            channels,
-            identity: identity.clone(),
-            chaincodes: Arc::new(chaincodes),
-            metrics,
-            clock: system_clock,
-        });
-        // Each channel reports at most twice (gossip commit loop, deliver client).
-        let (fatal_tx, fatal) = tokio::sync::mpsc::channel(2 * registry.channels.len().max(1));
-        let (gossip, background) = Gossip::start(config, &registry, dialer, fatal_tx);
         let service_addr = listeners
             .service
             .local_addr()
@@ -225,8 +173,50 @@ impl Node {
             .ops
             .local_addr()
             .map_err(|e| NodeError::Serve(e.to_string()))?;
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(
+            identity.clone(),
+            Arc::new(chaincodes),
+            metrics.clone(),
+        ));
+        let (gossip, heartbeat) = Gossip::start(
+            config,
+            identity,
+            metrics,
+            registry.clock,
+            dialer,
+            registry.fatal.clone(),
+        );
+        let ctx = ChannelContext::new(
+            config.data_dir.clone(),
+            db.clone(),
+            registry.clone(),
+            gossip.clone(),
+        );
+        let bootstrap: Vec<std::path::PathBuf> = config
+            .channels
+            .iter()
+            .map(|c| c.genesis_block.clone())
+            .collect();
+        let started = runtime::channels_to_start(&config.data_dir, &bootstrap).and_then(|all| {
+            all.iter().try_for_each(|(path, genesis)| {
+                runtime::start(&ctx, genesis, &path.display().to_string()).map(drop)
+            })
+        });
         let (stop, _) = watch::channel(false);
-        let servers = spawn_servers(&registry, &gossip, &tls, listeners, &stop)?;
+        let servers = started
+            .map_err(NodeError::from)
+            .and_then(|()| spawn_servers(&ctx, &tls, listeners, &stop));
+        let servers = match servers {
+            Ok(servers) => servers,
+            Err(e) => {
+                // Whatever started stops: a failed start leaves no task behind.
+                runtime::stop_all(&ctx);
+                heartbeat.abort();
+                gossip.stop();
+                return Err(e);
+            }
+        };
         tracing::info!(peer = %config.name, msp = %config.msp_id, %service_addr, %gossip_addr, %ops_addr, "peer started");
         Ok(Node {
             registry,
@@ -234,20 +224,17 @@ impl Node {
             service_addr,
             gossip_addr,
             ops_addr,
+            channels: ctx,
             db,
             stop,
             servers,
-            fatal,
-            background,
+            heartbeat,
         })
     }
 
     /// Completes when a channel's commit path failed (storage): the peer must stop.
-    pub async fn fatal(&mut self) -> String {
-        match self.fatal.recv().await {
-            Some(reason) => reason,
-            None => std::future::pending().await,
-        }
+    pub async fn fatal(&self) -> String {
+        self.registry.fatal.reported().await
     }
 
     /// Graceful stop, bounded by [`STOP_DRAIN`]: servers stop accepting and end every open
@@ -255,9 +242,8 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
         shared_proto::stopping::drain_servers(self.servers, STOP_DRAIN).await;
-        for task in &self.background {
-            task.abort();
-        }
+        runtime::stop_all(&self.channels);
+        self.heartbeat.abort();
         self.gossip.stop();
         self.db
             .persist(fjall::PersistMode::SyncAll)
@@ -271,8 +257,7 @@ impl Node {
 }
 
 fn spawn_servers(
-    registry: &Arc<Registry>,
-    gossip: &Gossip,
+    ctx: &ChannelContext,
     tls: &TlsMaterial,
     listeners: Listeners,
     stop: &watch::Sender<bool>,
@@ -289,6 +274,7 @@ fn spawn_servers(
         let stop = stop.clone();
         Arc::new(move || -> StopFuture { Box::pin(signal(&stop)) })
     };
+    let (registry, gossip) = (&ctx.registry, &ctx.gossip);
     let serve_err = |e: tonic::transport::Error| NodeError::Serve(e.to_string());
     let svc = PeerService::new(registry.clone());
     let message_max = service_message_bytes_max(registry);
@@ -315,6 +301,12 @@ fn spawn_servers(
             QueryServer::new(svc)
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(message_max),
+            calls.clone(),
+        ))
+        // Operators: joining a channel (a genesis block, so the same bound).
+        .add_service(Stopping::new(
+            ChannelParticipationServer::new(ParticipationService::new(ctx.clone()))
+                .max_decoding_message_size(message_max),
             calls.clone(),
         ))
         .serve_with_incoming_shutdown(
@@ -348,7 +340,7 @@ pub async fn run(
     chaincodes: ChaincodeRegistry,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let mut node = Node::start(&config, listeners, chaincodes).await?;
+    let node = Node::start(&config, listeners, chaincodes).await?;
     let fatal = tokio::select! {
         () = shutdown => None,
         reason = node.fatal() => Some(reason),

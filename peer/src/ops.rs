@@ -44,7 +44,8 @@ pub async fn serve(
 
 async fn readyz(State(OpsState { registry, .. }): State<OpsState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
-    for (id, ch) in &registry.channels {
+    for ch in registry.channels() {
+        let id = &ch.id;
         let height = ch.ledger.height();
         let tip = ch.committer.tip_seen();
         if tip > height + READY_LAG_BLOCKS {
@@ -69,7 +70,8 @@ async fn readyz(State(OpsState { registry, .. }): State<OpsState>) -> impl IntoR
 /// which org peers it hears.
 async fn status(State(OpsState { registry, gossip }): State<OpsState>) -> impl IntoResponse {
     let mut channels = serde_json::Map::new();
-    for (id, ch) in &registry.channels {
+    for ch in registry.channels() {
+        let id = &ch.id;
         let ledger = ch.ledger.clone();
         let leader = gossip.is_leader(id);
         let members = gossip.members_alive(id);
@@ -94,9 +96,9 @@ async fn status(State(OpsState { registry, gossip }): State<OpsState>) -> impl I
 
 async fn metrics(State(OpsState { registry, .. }): State<OpsState>) -> impl IntoResponse {
     let m: &Metrics = &registry.metrics;
-    for (id, ch) in &registry.channels {
+    for ch in registry.channels() {
         m.height
-            .get_or_create(&Metrics::channel(id))
+            .get_or_create(&Metrics::channel(&ch.id))
             .set(ch.ledger.height() as i64);
     }
     let mut body = String::new();

@@ -166,12 +166,12 @@ pub fn sign(
 
 /// Checks that `signed` authorises `asked` on `channel_id` (see the module doc); returns the
 /// channel to read.
-pub fn authorize<'r>(
-    registry: &'r Registry,
+pub fn authorize(
+    registry: &Registry,
     channel_id: &str,
     signed: Option<&Envelope>,
     asked: &Query,
-) -> Result<&'r Arc<PeerChannel>, QueryError> {
+) -> Result<Arc<PeerChannel>, QueryError> {
     let signed = signed.ok_or(QueryError::Unsigned)?;
     let channel = registry
         .get(channel_id)

@@ -98,7 +98,30 @@ pub struct ClientTls {
     pub key_pem: Vec<u8>,
 }
 
-fn channel_to(addr: &str, tls: &ClientTls) -> Result<Channel, SdkError> {
+impl ClientTls {
+    /// The TLS material of user `user` of org `msp_id` of a generated network, trusting every
+    /// org's TLS CA.
+    pub fn from_network(net: &Generated, msp_id: &str, user: &str) -> Result<Self, SdkError> {
+        let u = net
+            .user(msp_id, user)
+            .ok_or_else(|| SdkError::Config(format!("no user {user} in {msp_id}")))?;
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| SdkError::Config(format!("{}: {e}", p.display())))
+        };
+        let mut ca_pem = Vec::new();
+        for ca in &net.tls_ca_certs {
+            ca_pem.extend(read(ca)?);
+        }
+        Ok(ClientTls {
+            ca_pem,
+            cert_pem: read(&u.tls_cert)?,
+            key_pem: read(&u.tls_key)?,
+        })
+    }
+}
+
+/// A lazily connected mutual-TLS channel to `addr` (host:port).
+pub fn channel_to(addr: &str, tls: &ClientTls) -> Result<Channel, SdkError> {
     let host = shared_proto::tls::host_of(addr).to_owned();
     let config = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(tls.ca_pem.clone()))
@@ -181,18 +204,7 @@ impl Gateway {
             .ok_or_else(|| SdkError::Config(format!("no user {user} in {msp_id}")))?;
         let identity = SigningIdentity::from_pem_files(msp_id, &u.cert, &u.key)
             .map_err(|e| SdkError::Config(e.to_string()))?;
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| SdkError::Config(format!("{}: {e}", p.display())))
-        };
-        let mut ca_pem = Vec::new();
-        for ca in &net.tls_ca_certs {
-            ca_pem.extend(read(ca)?);
-        }
-        let tls = ClientTls {
-            ca_pem,
-            cert_pem: read(&u.tls_cert)?,
-            key_pem: read(&u.tls_key)?,
-        };
+        let tls = ClientTls::from_network(net, msp_id, user)?;
         let orderers: Vec<String> = net
             .spec
             .orderer_orgs

@@ -110,6 +110,13 @@ pub enum ConsenterChange {
     },
 }
 
+impl ConsenterChange {
+    /// What changes, by consenter id (for logs): `none`, `add 4`, `remove 2`, `replace 3`.
+    pub fn summary(&self) -> String {
+        describe(self)
+    }
+}
+
 /// A config update that passed [`check_update`].
 #[derive(Debug)]
 pub struct CheckedUpdate {

@@ -316,7 +316,7 @@ async fn write_as_leader(raft: &impl Consensus, batch: Vec<Submission>) {
     for (i, d) in done.into_iter().enumerate() {
         let result = if let Some((_, why)) = config_refused.iter().find(|(p, _)| *p == i as u32) {
             Err(ProposeError::Refused {
-                status: Status::BadRequest,
+                status: Status::PreconditionFailed,
                 message: format!("config update refused when applied: {why}"),
             })
         } else if refused.contains(&(i as u32)) {

@@ -11,7 +11,7 @@
 //! | answers from the others                    | start                                        |
 //! |--------------------------------------------|----------------------------------------------|
 //! | this node has Raft state                   | `Resumed` (no probe)                         |
-//! | any other holds Raft state                 | `Joined`: no `initialize`; abstains from votes until its own term passes the highest term seen; the leader replicates (or sends a snapshot) |
+//! | any other holds Raft state, or refuses this node (it is no longer pinned there) | `Joined`: no `initialize`; abstains from votes until its own term passes the highest term seen; the leader replicates (or sends a snapshot) |
 //! | none holds state, at least a quorum minus this node answered | `FirstBoot`: `initialize` with the genesis membership |
 //! | too few answered within [`PROBE_ROUNDS`]   | `FirstBoot`, with a warning (nobody reachable holds state) |
 
@@ -81,8 +81,19 @@ pub async fn decide(
                 channel_id: channel_id.to_owned(),
             });
             request.set_timeout(PROBE_TIMEOUT);
-            let state = client.raft_state(request).await.ok()?.into_inner();
-            Some((*id, state))
+            match client.raft_state(request).await {
+                Ok(state) => Some((*id, state.into_inner())),
+                // A consenter that refuses this node serves the channel with a config that no
+                // longer pins it: the cluster exists (this node must never initialize it).
+                Err(status) if status.code() == tonic::Code::PermissionDenied => Some((
+                    *id,
+                    shared_proto::pb::orderer::RaftStateResponse {
+                        has_log: true,
+                        ..Default::default()
+                    },
+                )),
+                Err(_) => None,
+            }
         }))
         .await;
         let answered: Vec<_> = answers.into_iter().flatten().collect();

@@ -296,7 +296,7 @@ impl StateMachine {
             channel = %self.channel_id,
             sequence = checked.channel.sequence(),
             block = self.state.last_config_block,
-            consenters = ?checked.consenters,
+            consenters = %checked.consenters.summary(),
             "config block applied"
         );
         self.set_config(Arc::new(checked.channel), limits);

@@ -35,6 +35,7 @@ use super::reorder::Incoming;
 use super::reorder::ReorderBuffer;
 use super::reorder::Source;
 use super::Shared;
+use crate::channels::Fatal;
 use crate::commit::CommitError;
 use crate::commit::Committer;
 use crate::deliver_client;
@@ -72,6 +73,8 @@ pub struct ChannelGossip {
     leader: watch::Sender<bool>,
     sequence: AtomicU64,
     pub(super) serving: Arc<Semaphore>,
+    /// When this peer started gossiping the channel (at node start, or when it joined it).
+    started: Instant,
 }
 
 impl ChannelGossip {
@@ -90,6 +93,7 @@ impl ChannelGossip {
             leader: watch::channel(false).0,
             sequence: AtomicU64::new(0),
             serving: Arc::new(Semaphore::new(SERVING_MAX)),
+            started: Instant::now(),
         }
     }
 
@@ -122,7 +126,7 @@ impl ChannelGossip {
         shared: &Arc<Shared>,
         identity: Arc<SigningIdentity>,
         dialer: Arc<Dialer>,
-        fatal: &mpsc::Sender<String>,
+        fatal: &Fatal,
     ) -> Vec<JoinHandle<()>> {
         let Some(inbox) = self
             .inbox_rx
@@ -135,7 +139,7 @@ impl ChannelGossip {
         let (me, sh, fatal_commit) = (self.clone(), shared.clone(), fatal.clone());
         let commit = tokio::spawn(async move {
             let e = me.commit_loop(&sh, inbox).await;
-            let _ = fatal_commit.send(format!("channel {}: {e}", me.id())).await;
+            fatal_commit.report(format!("channel {}: {e}", me.id()));
         });
         let (me, sh) = (self.clone(), shared.clone());
         let pull = tokio::spawn(async move { me.pull_loop(&sh).await });
@@ -222,10 +226,11 @@ impl ChannelGossip {
             return fixed;
         }
         // Nobody can tell a leader is absent before one expiry has passed: hear the members
-        // first (a restarted or new peer must not grab the org from a live leader).
+        // first (a restarted or new peer, or one that just joined the channel, must not grab
+        // the org from a live leader).
         let grace = (shared.heartbeat() * 3).max(Duration::from_millis(settings.alive_expiry_ms));
         if !settings.bootstrap.is_empty()
-            && now.saturating_duration_since(shared.started) < grace
+            && now.saturating_duration_since(self.started) < grace
             && !self.is_leader()
         {
             return false;
@@ -544,7 +549,7 @@ impl ChannelGossip {
         self: Arc<Self>,
         identity: Arc<SigningIdentity>,
         dialer: Arc<Dialer>,
-        fatal: mpsc::Sender<String>,
+        fatal: Fatal,
     ) {
         let mut leader_rx = self.leader.subscribe();
         let mut deliver: Option<AbortOnDrop> = None;
@@ -566,7 +571,7 @@ impl ChannelGossip {
                         crate::channels::system_clock,
                     )
                     .await;
-                    let _ = fatal.send(format!("channel {id}: {e}")).await;
+                    fatal.report(format!("channel {id}: {e}"));
                 })));
             } else if !lead {
                 deliver = None;

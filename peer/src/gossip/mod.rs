@@ -32,6 +32,7 @@ use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -46,7 +47,8 @@ use tokio::task::JoinHandle;
 
 pub use channel::ChannelGossip;
 
-use crate::channels::Registry;
+use crate::channels::Fatal;
+use crate::commit::Committer;
 use crate::metrics::Metrics;
 
 /// Refused blocks from one sender before it is cut off.
@@ -69,16 +71,39 @@ pub struct Shared {
     pub identity: Arc<SigningIdentity>,
     pub tls_cert_hash: Hash,
     pub metrics: Arc<Metrics>,
-    pub channels: BTreeMap<String, Arc<ChannelGossip>>,
+    /// The channels gossiped now (they come and go with the peer's channels).
+    channels: RwLock<BTreeMap<String, Arc<ChannelGossip>>>,
     pub outbound: transport::Outbound,
+    /// Dials orderers for the leader's deliver client.
+    dialer: Arc<Dialer>,
+    /// Where a channel's commit path reports a storage failure.
+    fatal: Fatal,
     clock: fn() -> i64,
     strikes: Mutex<HashMap<Hash, Strikes>>,
-    started: Instant,
 }
 
 impl Shared {
     pub fn now_unix(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// The gossip of `channel_id`, if this peer runs that channel.
+    pub fn channel(&self, channel_id: &str) -> Option<Arc<ChannelGossip>> {
+        self.channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel_id)
+            .cloned()
+    }
+
+    /// Every channel gossiped now.
+    pub fn channels(&self) -> Vec<Arc<ChannelGossip>> {
+        self.channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn heartbeat(&self) -> Duration {
@@ -116,15 +141,17 @@ pub struct Gossip {
 }
 
 impl Gossip {
-    /// Builds gossip for every channel of `registry` and starts its tasks (heartbeat, and per
-    /// channel commit, pull, push and leadership). A storage failure is reported on `fatal`.
+    /// Starts gossip with no channel yet (the heartbeat task, returned);
+    /// [`Gossip::add_channel`] adds each. A channel's storage failure is reported on `fatal`.
     /// Every outbound connection (gossip, the leader's Deliver) goes through `dialer`.
     pub fn start(
         config: &PeerConfig,
-        registry: &Registry,
+        identity: Arc<SigningIdentity>,
+        metrics: Arc<Metrics>,
+        clock: fn() -> i64,
         dialer: Arc<Dialer>,
-        fatal: tokio::sync::mpsc::Sender<String>,
-    ) -> (Self, Vec<JoinHandle<()>>) {
+        fatal: Fatal,
+    ) -> (Self, JoinHandle<()>) {
         let settings = config.gossip.clone();
         let local_ip = config
             .gossip_listen_address
@@ -132,16 +159,6 @@ impl Gossip {
             .ok()
             .map(|a| a.ip())
             .filter(|ip: &IpAddr| !ip.is_unspecified());
-        let channels = registry
-            .channels
-            .iter()
-            .map(|(id, ch)| {
-                (
-                    id.clone(),
-                    Arc::new(ChannelGossip::new(ch.committer.clone(), &settings)),
-                )
-            })
-            .collect();
         let shared = Arc::new(Shared {
             endpoint: settings.external_endpoint.clone(),
             outbound: transport::Outbound::new(
@@ -152,27 +169,51 @@ impl Gossip {
             ),
             settings,
             msp_id: config.msp_id.clone(),
-            identity: registry.identity.clone(),
+            identity,
             tls_cert_hash: sha256(&dialer.tls().cert_der),
-            metrics: registry.metrics.clone(),
-            channels,
-            clock: registry.clock,
+            metrics,
+            channels: RwLock::default(),
+            dialer,
+            fatal,
+            clock,
             strikes: Mutex::new(HashMap::new()),
-            started: Instant::now(),
         });
         for endpoint in &shared.settings.bootstrap {
             shared.outbound.ensure(endpoint);
         }
-        let mut tasks = vec![tokio::spawn(heartbeat_loop(shared.clone()))];
-        for ch in shared.channels.values() {
-            tasks.extend(ch.spawn_tasks(
-                &shared,
-                registry.identity.clone(),
-                dialer.clone(),
-                &fatal,
-            ));
+        let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+        (Gossip { shared }, heartbeat)
+    }
+
+    /// Gossips the channel `committer` commits to from now on and starts its tasks (commit,
+    /// pull, push, leadership), returned for the channel to own. A channel already gossiped
+    /// keeps its tasks (none are returned).
+    pub fn add_channel(&self, committer: Arc<Committer>) -> Vec<JoinHandle<()>> {
+        let shared = &self.shared;
+        let id = committer.channel_id().to_owned();
+        let channel = Arc::new(ChannelGossip::new(committer, &shared.settings));
+        {
+            let mut channels = shared.channels.write().unwrap_or_else(|p| p.into_inner());
+            if channels.contains_key(&id) {
+                return Vec::new();
+            }
+            channels.insert(id, channel.clone());
         }
-        (Gossip { shared }, tasks)
+        channel.spawn_tasks(
+            shared,
+            shared.identity.clone(),
+            shared.dialer.clone(),
+            &shared.fatal,
+        )
+    }
+
+    /// Stops gossiping `channel_id` (its tasks are ended by their owner, the channel).
+    pub fn remove_channel(&self, channel_id: &str) {
+        self.shared
+            .channels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(channel_id);
     }
 
     /// The gRPC service to serve on the gossip listener (mutual TLS).
@@ -186,17 +227,13 @@ impl Gossip {
 
     /// Whether this peer currently pulls `channel` from the orderers.
     pub fn is_leader(&self, channel: &str) -> bool {
-        self.shared
-            .channels
-            .get(channel)
-            .is_some_and(|c| c.is_leader())
+        self.shared.channel(channel).is_some_and(|c| c.is_leader())
     }
 
     /// Endpoints of the org members alive on `channel`.
     pub fn members_alive(&self, channel: &str) -> Vec<String> {
         self.shared
-            .channels
-            .get(channel)
+            .channel(channel)
             .map(|c| c.alive_endpoints(Instant::now()))
             .unwrap_or_default()
     }
@@ -223,7 +260,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         tick.tick().await;
         let now = Instant::now();
         let mut keep = std::collections::HashSet::new();
-        for ch in shared.channels.values() {
+        for ch in shared.channels() {
             ch.tick(&shared, now);
             keep.extend(ch.alive_endpoints(now));
             let message = ch.alive_message(&shared, now);

@@ -403,7 +403,7 @@ async fn inbound_loop(shared: Arc<Shared>, sender: Hash, mut inbound: Streaming<
             shared.metrics.gossip_drop("rate_limited");
             continue;
         }
-        let Some(channel) = shared.channels.get(&message.channel_id) else {
+        let Some(channel) = shared.channel(&message.channel_id) else {
             shared.metrics.gossip_drop("unknown_channel");
             continue;
         };

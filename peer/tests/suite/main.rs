@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod address_overrides;
+mod channel_join;
+mod channel_join_refusals;
 mod common;
 mod deliver_endpoints;
 mod e2e;

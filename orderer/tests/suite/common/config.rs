@@ -108,11 +108,20 @@ impl TestCluster {
             if seen.iter().all(|(v, s)| *v == want && *s == sequence) {
                 return Ok(());
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "membership not reached: want voters {want:?} at sequence {sequence}, nodes \
-                 {nodes:?} have {seen:?}"
-            );
+            if Instant::now() >= deadline {
+                let leaders: Vec<(Option<u64>, u64)> = nodes
+                    .iter()
+                    .map(|&i| {
+                        let ch = self.node(i).registry.get(CHANNEL).unwrap();
+                        let m = ch.raft.metrics().borrow().clone();
+                        (m.current_leader, m.current_term)
+                    })
+                    .collect();
+                anyhow::bail!(
+                    "membership not reached: want voters {want:?} at sequence {sequence}, nodes \
+                     {nodes:?} have {seen:?}, (leader, term) {leaders:?}"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

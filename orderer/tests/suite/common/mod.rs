@@ -53,6 +53,19 @@ use tonic::transport::Identity;
 
 pub const CHANNEL: &str = "testchannel";
 
+/// Node logs go to the test's captured output (threads inherit the capture), so a failing
+/// test shows what its nodes said: membership changes and warnings (`RUST_LOG` overrides).
+pub fn init_test_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,orderer::membership=info,openraft=error")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -159,6 +172,7 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
+        init_test_logs();
         let dir = tempfile::tempdir()?;
         // Bind every port first so the genesis block can name them; keep them until start.
         let held: Vec<(StdListener, StdListener, StdListener)> = (0..opts.orderers

@@ -31,6 +31,8 @@ use shared_proto::node_config::OrdererConfig;
 use shared_proto::node_config::PeerConfig;
 
 pub const CHANNEL: &str = "e2echannel";
+/// The channel of [`Topology::joinable_channel`].
+pub const JOINABLE: &str = "joinchannel";
 
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
@@ -173,6 +175,10 @@ pub struct Topology {
     /// Peers (msp, name) in no other peer's `gossip.bootstrap` list: they join by dialling
     /// the others (a peer added to a running org).
     pub newcomers: Vec<(&'static str, &'static str)>,
+    /// Adds [`JOINABLE`], a second channel like [`CHANNEL`] (same orgs and chaincodes), which
+    /// the orderers serve from their start but no peer's config names: peers join it at run
+    /// time.
+    pub joinable_channel: bool,
 }
 
 /// The org of [`Topology::outsider_org`].
@@ -188,6 +194,7 @@ impl Default for Topology {
             outsider_org: false,
             outsider_peers: Vec::new(),
             newcomers: Vec::new(),
+            joinable_channel: false,
         }
     }
 }
@@ -275,6 +282,12 @@ impl TestNet {
                 ],
             }],
         };
+        let mut spec = spec;
+        if topology.joinable_channel {
+            let mut joinable = spec.channels[0].clone();
+            joinable.id = JOINABLE.into();
+            spec.channels.push(joinable);
+        }
         let generated = material::generate(&spec, &dir.path().join("net"), now_unix())?;
         let mut orderer_configs = Vec::new();
         for o in &generated.orderers {
@@ -293,6 +306,9 @@ impl TestNet {
             c.gossip.alive_expiry_ms = 1000;
             c.gossip.pull_interval_ms = 200;
             c.log.level = "warn".into();
+            c.channels.retain(|b| {
+                b.genesis_block.parent().and_then(|d| d.file_name()) != Some(JOINABLE.as_ref())
+            });
             if topology.gossip_proxies {
                 // Peers reach this one through its proxy (the endpoint); it listens behind it.
                 let ip = shared_proto::tls::host_of(&c.gossip.external_endpoint).to_owned();
@@ -381,7 +397,12 @@ impl TestNet {
     }
 
     pub fn ledger(&self, i: usize) -> peer::ledger::Ledger {
-        self.peer(i).registry.get(CHANNEL).unwrap().ledger.clone()
+        self.ledger_of(i, CHANNEL)
+    }
+
+    /// Peer `i`'s ledger of `channel` (which it must have).
+    pub fn ledger_of(&self, i: usize, channel: &str) -> peer::ledger::Ledger {
+        self.peer(i).registry.get(channel).unwrap().ledger.clone()
     }
 
     pub fn gateway(&self, msp: &str) -> Gateway {
