@@ -7,9 +7,11 @@ use std::time::Instant;
 use anyhow::Context as _;
 use orderer::admin_client::Network;
 use orderer::admin_client::StatusView;
+use peer::participation::client::AdminClient;
 use shared_proto::material;
 use shared_proto::material::BatchSpec;
 use shared_proto::material::ChannelSpec;
+use shared_proto::material::Generated;
 
 use super::now_unix;
 use super::DataDir;
@@ -20,11 +22,10 @@ const LEADER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Creates channel `id`: genesis block from the network's orgs, the consenters and orderer
 /// endpoints in force on the first channel, and its batch settings and policies; then every
-/// orderer joins it (a consenter as a voter, any other orderer as a follower) and this waits
-/// until the channel has a leader.
-///
-/// Peers do not join: a running peer cannot join a channel yet (`peer channel join` does not
-/// exist); a peer added later by `add-peer` or `add-org` has the channel in its config.
+/// orderer joins it (a consenter as a voter, any other orderer as a follower), this waits
+/// until the channel has a leader, and every peer of an org on the channel joins it
+/// (`ChannelParticipation.JoinChannel`, signed by its org's Admin, as `peer channel join`).
+/// A peer added later by `add-peer` or `add-org` has the channel in its config.
 pub async fn create_channel(data: &DataDir, id: &str) -> anyhow::Result<()> {
     let g = data.running().await?;
     let first = g
@@ -108,10 +109,6 @@ pub async fn create_channel(data: &DataDir, id: &str) -> anyhow::Result<()> {
         status.height,
         status.config_sequence
     );
-    println!(
-        "peers: not joined. A running peer cannot join a channel yet (`peer channel join` does \
-         not exist); peers added from now on (add-peer, add-org) start with {id} in their config."
-    );
     anyhow::ensure!(
         failed.is_empty(),
         "{} did not join {id}; join by hand: orderer admin --network {} --node NAME channel join --block {}",
@@ -119,7 +116,57 @@ pub async fn create_channel(data: &DataDir, id: &str) -> anyhow::Result<()> {
         data.net().display(),
         genesis.display()
     );
+    let failed = join_peers(&g, id, &block).await;
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} did not join {id}; join by hand: peer channel join --network {} --org ORG --peer NAME --block {}",
+        failed.join(", "),
+        data.net().display(),
+        genesis.display()
+    );
     Ok(())
+}
+
+/// Joins every peer of `g` whose org is on channel `id` with its genesis `block`; the names
+/// of those that did not.
+async fn join_peers(g: &Generated, id: &str, block: &[u8]) -> Vec<String> {
+    let on_channel: Vec<String> = g
+        .spec
+        .channels
+        .iter()
+        .find(|c| c.id == id)
+        .and_then(|c| c.orgs.clone())
+        .unwrap_or_else(|| g.spec.peer_orgs.iter().map(|o| o.msp_id.clone()).collect());
+    let peers = g
+        .spec
+        .peer_orgs
+        .iter()
+        .filter(|o| on_channel.contains(&o.msp_id))
+        .flat_map(|o| o.peers.iter().map(move |p| (o, p)));
+    let mut failed = Vec::new();
+    for (org, p) in peers {
+        let name = format!("{}/{}", org.msp_id, p.name);
+        let address = format!("{}:{}", p.host, p.port);
+        let joined = match AdminClient::from_network(g, &org.msp_id, "Admin", &address) {
+            Ok(admin) => admin.join(block.to_vec()).await.map_err(|s| {
+                let code = orderer::admin_client::rpc::code_name(s.code());
+                format!("{code}: {}", s.message())
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        match joined {
+            Ok(info) => println!(
+                "  {name}: joined, height {}, config sequence {}",
+                info.height, info.config_sequence
+            ),
+            Err(e) if e.starts_with("ALREADY_EXISTS") => println!("  {name}: already has {id}"),
+            Err(e) => {
+                println!("  {name}: NOT joined: {e}");
+                failed.push(name);
+            }
+        }
+    }
+    failed
 }
 
 /// Waits until some orderer reports a leader of `channel`.

@@ -5,7 +5,8 @@
 //!   │ the running network: at least one orderer of DIR/net answers /healthz
 //!   ├─▶ material: shared_proto::material::add_* (issued by the orgs' CAs in DIR/net,
 //!   │   appended to DIR/net/network.toml; nothing existing rewritten)
-//!   ├─▶ config update / channel join: orderer::admin_client (signed by the orgs' Admins)
+//!   ├─▶ config update, orderer channel join: orderer::admin_client (signed by the orgs'
+//!   │   Admins); peer channel join: peer::participation::client (the peer's org Admin)
 //!   └─▶ a new node: `devnet node KIND --config ...` detached (it outlives the verb), log in
 //!       DIR/logs/NAME.log, pid in DIR/pids/NAME.pid; the verb waits until it serves
 //! ```

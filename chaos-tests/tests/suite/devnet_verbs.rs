@@ -1,7 +1,8 @@
 //! The dev network's operator verbs against a running `devnet` (the real binary, in a temp
 //! dir): `add-orderer` starts one more orderer that outlives the command, serves, and follows
 //! the channel without being a consenter; `create-channel` leaves every orderer, the added one
-//! included, serving the new channel; stopping the devnet stops the added orderer too.
+//! included, and every peer serving the new channel; stopping the devnet stops the added
+//! orderer too.
 
 use std::io::BufRead as _;
 use std::path::Path;
@@ -157,7 +158,7 @@ async fn wait_status(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orderer_added_to_a_running_devnet_serves_as_a_follower_and_a_created_channel_reaches_every_orderer(
+async fn orderer_added_to_a_running_devnet_serves_as_a_follower_and_a_created_channel_reaches_every_node(
 ) {
     let _turn = crate::ONE_NETWORK_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
@@ -188,10 +189,10 @@ async fn orderer_added_to_a_running_devnet_serves_as_a_follower_and_a_created_ch
     assert_eq!(pids.len(), 1, "one recorded process: {pids:?}");
     assert!(alive(pids[0]), "orderer4 outlives the command");
 
-    // create-channel: every orderer (orderer4 too) serves the new channel.
+    // create-channel: every orderer (orderer4 too) and every peer serves the new channel.
     let out = verb(&dir, &["create-channel", "--id", "second"]);
     assert!(out.contains("second"), "{out}");
-    for v in views.iter().filter(|v| v.kind == launcher::Kind::Orderer) {
+    for v in &views {
         wait_status(&v.ops, 30, "channel second", |s| {
             s["channels"]["second"].is_object()
         })
