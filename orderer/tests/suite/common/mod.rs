@@ -4,9 +4,14 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
+pub mod chain;
 pub mod config;
 pub mod links;
+pub mod members;
 pub mod processes;
+
+pub use chain::tx_counts;
+pub use chain::verify_chain;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
@@ -16,13 +21,10 @@ use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 pub use links::Links;
 use orderer::Listeners;
 use orderer::Node;
 use prost::Message as _;
-use shared_proto::block;
-use shared_proto::block::Expected;
 use shared_proto::channel::Channel;
 use shared_proto::envelope;
 use shared_proto::material;
@@ -39,12 +41,6 @@ use shared_proto::pb::common::Block;
 use shared_proto::pb::common::Envelope;
 use shared_proto::pb::common::HeaderType;
 use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
-use shared_proto::pb::orderer::deliver_response::Type;
-use shared_proto::pb::orderer::seek_info::SeekBehavior;
-use shared_proto::pb::orderer::seek_position;
-use shared_proto::pb::orderer::SeekInfo;
-use shared_proto::pb::orderer::SeekPosition;
-use shared_proto::pb::orderer::SeekSpecified;
 use tonic::transport::Certificate;
 use tonic::transport::Channel as GrpcChannel;
 use tonic::transport::ClientTlsConfig;
@@ -541,58 +537,6 @@ impl TestCluster {
         }
         unreachable!()
     }
-
-    /// Every block of node `i` from 0 to `stop`, by Deliver.
-    pub async fn deliver_all(&self, i: usize, stop: u64) -> anyhow::Result<Vec<Block>> {
-        let seek = SeekInfo {
-            start: Some(SeekPosition {
-                r#type: Some(seek_position::Type::Specified(SeekSpecified { number: 0 })),
-            }),
-            stop: Some(SeekPosition {
-                r#type: Some(seek_position::Type::Specified(SeekSpecified {
-                    number: stop,
-                })),
-            }),
-            behavior: SeekBehavior::BlockUntilReady as i32,
-        };
-        self.deliver(i, seek).await
-    }
-
-    /// Runs one Deliver request; returns the blocks, failing on a non-SUCCESS final status.
-    pub async fn deliver(&self, i: usize, seek: SeekInfo) -> anyhow::Result<Vec<Block>> {
-        let request = self.seek_envelope(&self.client, seek);
-        let mut stream = self
-            .client(i)
-            .deliver(futures::stream::iter([request]))
-            .await?
-            .into_inner();
-        let mut blocks = Vec::new();
-        while let Some(msg) = stream.next().await {
-            match msg?.r#type {
-                Some(Type::Block(b)) => blocks.push(b),
-                Some(Type::Status(s)) => {
-                    anyhow::ensure!(
-                        s == shared_proto::pb::common::Status::Success as i32,
-                        "deliver status {s}"
-                    );
-                    return Ok(blocks);
-                }
-                None => anyhow::bail!("empty deliver response"),
-            }
-        }
-        anyhow::bail!("deliver stream ended without status")
-    }
-
-    pub fn seek_envelope(&self, signer: &SigningIdentity, seek: SeekInfo) -> Envelope {
-        envelope::create_signed_envelope(
-            signer,
-            HeaderType::DeliverSeekInfo,
-            CHANNEL,
-            seek.encode_to_vec(),
-            envelope::new_nonce(),
-            now_unix() as u64 * 1000,
-        )
-    }
 }
 
 impl Drop for TestCluster {
@@ -603,131 +547,6 @@ impl Drop for TestCluster {
     }
 }
 
-/// Verifies a chain from block 0: hash links, data hashes and orderer signatures. Returns the
-/// header hash of every block.
-pub fn verify_chain(channel: &Channel, blocks: &[Block]) -> anyhow::Result<Vec<[u8; 32]>> {
-    let mut hashes = Vec::new();
-    let (_, genesis_hash) = block::verify_genesis(&blocks[0])?;
-    hashes.push(genesis_hash);
-    for (n, b) in blocks.iter().enumerate().skip(1) {
-        let h = block::verify_block(
-            channel,
-            b,
-            Expected {
-                number: n as u64,
-                previous_hash: Some(hashes[n - 1]),
-            },
-            now_unix(),
-        )
-        .with_context(|| format!("block {n}"))?;
-        hashes.push(h);
-    }
-    Ok(hashes)
-}
-
-/// Tx id → how many times it appears in `blocks` (block 0 excluded).
-pub fn tx_counts(blocks: &[Block]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for b in blocks.iter().skip(1) {
-        for env in block::tx_envelopes(b) {
-            if let Some(id) = orderer::block_store::tx_id_of(env) {
-                *counts.entry(id).or_insert(0) += 1;
-            }
-        }
-    }
-    counts
-}
-
 pub fn data_dir(cluster: &TestCluster, i: usize) -> PathBuf {
     cluster.nodes[i].config.data_dir.clone()
-}
-
-impl TestCluster {
-    /// The signing identity (role peer) of the `n`th generated peer.
-    pub fn peer_identity(&self, n: usize) -> SigningIdentity {
-        let p = &self.generated.peers[n];
-        SigningIdentity::from_pem_files(
-            &p.msp_id,
-            &p.dir.join("msp/cert.pem"),
-            &p.dir.join("msp/key.pem"),
-        )
-        .unwrap()
-    }
-
-    /// The signing identity (role orderer) of orderer `i`.
-    pub fn orderer_identity(&self, i: usize) -> SigningIdentity {
-        let o = &self.generated.orderers[i];
-        SigningIdentity::from_pem_files(
-            &o.msp_id,
-            &o.dir.join("msp/cert.pem"),
-            &o.dir.join("msp/key.pem"),
-        )
-        .unwrap()
-    }
-
-    /// A `Cluster` service client for node `i` over mutual TLS, presenting the TLS certificate
-    /// and key in `tls_dir` (`cert.pem`, `key.pem`), or no client certificate when `None`.
-    pub fn cluster_client_as(
-        &self,
-        i: usize,
-        tls_dir: Option<&std::path::Path>,
-    ) -> shared_proto::pb::orderer::cluster_client::ClusterClient<GrpcChannel> {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.tls_ca.clone()))
-            .domain_name("127.0.0.1");
-        if let Some(dir) = tls_dir {
-            tls = tls.identity(Identity::from_pem(
-                std::fs::read(dir.join("cert.pem")).unwrap(),
-                std::fs::read(dir.join("key.pem")).unwrap(),
-            ));
-        }
-        let channel = Endpoint::from_shared(format!("https://{}", self.cluster_addr(i)))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
-        shared_proto::pb::orderer::cluster_client::ClusterClient::new(channel)
-    }
-
-    /// One plain HTTP/1.1 GET on node `i`'s ops endpoint: (status code, body).
-    pub async fn ops_get(&self, i: usize, path: &str) -> anyhow::Result<(u16, String)> {
-        use tokio::io::AsyncReadExt as _;
-        use tokio::io::AsyncWriteExt as _;
-        let addr = self.ops_addr(i);
-        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-            .await
-            .context("ops endpoint did not answer in time")??;
-        let text = String::from_utf8(raw)?;
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .context("HTTP response without end of headers")?;
-        let status = head
-            .lines()
-            .next()
-            .and_then(|line| line.split_whitespace().nth(1))
-            .context("HTTP response without status line")?
-            .parse()?;
-        let chunked = head
-            .lines()
-            .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-        if !chunked {
-            return Ok((status, body.to_owned()));
-        }
-        let mut rest = body;
-        let mut decoded = String::new();
-        loop {
-            let (size, after) = rest.split_once("\r\n").context("bad chunk header")?;
-            let size = usize::from_str_radix(size.trim(), 16)?;
-            if size == 0 {
-                return Ok((status, decoded));
-            }
-            decoded.push_str(after.get(..size).context("short chunk")?);
-            rest = after.get(size + 2..).context("chunk without CRLF")?;
-        }
-    }
 }
