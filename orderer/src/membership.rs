@@ -136,23 +136,21 @@ pub fn check_change(
     change: &ConsenterChange,
 ) -> Result<(), BroadcastError> {
     let metrics = channel.raft.metrics().borrow().clone();
+    if *change == ConsenterChange::None || metrics.current_leader != Some(me) {
+        // Only the leader knows the membership for sure (a node that just joined knows none)
+        // and who is live: it checks again when a follower forwards the update.
+        return Ok(());
+    }
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
     let wanted: BTreeSet<NodeId> = desired(channel).keys().copied().collect();
-    if *change == ConsenterChange::None {
-        return Ok(());
-    }
     if membership.get_joint_config().len() > 1 || voters != wanted {
         return Err(refused(format!(
             "a consenter change is still in progress: the config names consenters {wanted:?} \
              but Raft's voters are {voters:?} (learners {learners:?}); retry when they agree \
              (`orderer admin status` shows both)"
         )));
-    }
-    if metrics.current_leader != Some(me) {
-        // The leader checks again, with what it knows of the others, when this is forwarded.
-        return Ok(());
     }
     let bound = crate::consensus::quorum_silence_max(channel.raft.config());
     let last = metrics.last_log_index.unwrap_or(0);

@@ -23,7 +23,6 @@ mod metrics;
 mod pending_writes;
 mod process;
 mod process_kill;
-mod raft_limits;
 mod readiness;
 mod snapshot_install_crash;
 mod storage_suite;
