@@ -340,8 +340,11 @@ pub async fn join(
     let dir = joined_dir(ctx);
     std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
     let _ = std::fs::remove_file(dir.join(format!("{id}.removed")));
-    write_durably(&dir.join(format!("{id}.block")), &genesis.encode_to_vec())
-        .map_err(|e| err(e.to_string()))?;
+    shared_proto::process::write_durably(
+        &dir.join(format!("{id}.block")),
+        &genesis.encode_to_vec(),
+    )
+    .map_err(|e| err(e.to_string()))?;
     tracing::info!(channel = %id, "joined channel");
     start(ctx, registry, genesis).await
 }
@@ -360,7 +363,7 @@ pub async fn remove(
     let err = storage(id);
     let dir = joined_dir(ctx);
     std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
-    write_durably(&dir.join(format!("{id}.removed")), b"removed\n")
+    shared_proto::process::write_durably(&dir.join(format!("{id}.removed")), b"removed\n")
         .map_err(|e| err(e.to_string()))?;
     let _ = std::fs::remove_file(dir.join(format!("{id}.block")));
     for name in crate::block_store::keyspace_names(id)
@@ -378,17 +381,4 @@ pub async fn remove(
     }
     tracing::info!(channel = %id, "removed channel: its Raft state and blocks are deleted");
     Ok(channel)
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -272,23 +272,8 @@ fn record_and_open(
         reason: format!("{}: {e}", record.display()),
     };
     std::fs::create_dir_all(ctx.joined_dir()).map_err(storage)?;
-    write_durably(record, &genesis.encode_to_vec()).map_err(storage)?;
+    shared_proto::process::write_durably(record, &genesis.encode_to_vec()).map_err(storage)?;
     open(ctx, genesis, "(joined block)").inspect_err(|_| {
         let _ = std::fs::remove_file(record);
     })
-}
-
-/// Writes `bytes` to `path` so that after a crash the file is either absent or whole: a
-/// temporary file, fsynced, renamed over `path`, and the directory fsynced.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! What both node processes do around their node, defined once: logging set up from the node
-//! config (`RUST_LOG` overrides the level), and the stop signal (SIGTERM or Ctrl-C).
+//! config (`RUST_LOG` overrides the level), the stop signal (SIGTERM or Ctrl-C), and durable
+//! small-file writes (the records of joined channels).
 
 use crate::node_config::LogSettings;
 
@@ -50,4 +51,19 @@ pub fn block_on_node<T, E: From<std::io::Error>>(
     let result = runtime.block_on(node);
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// Writes `bytes` to `path` so that after a crash the file is either absent or whole: a
+/// temporary file, fsynced, renamed over `path`, and the directory fsynced.
+pub fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
