@@ -71,6 +71,25 @@ impl NodeProcess {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// SIGKILL, then reaped: the process dies where it stands (no shutdown path runs).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` (a name `kill -s` takes: `STOP`, `CONT`, `TERM`) to the running process.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("the process is not running")?;
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -s {signal} {pid}: {status}");
+        Ok(())
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicI64;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ pub struct ChannelRuntime {
     pub rejoin: Rejoin,
     /// When each other member last answered this node's Raft messages.
     pub liveness: Arc<crate::membership::Liveness>,
+    /// Whether this node, as a follower, has applied what the leader had committed when it
+    /// first heard from it (readiness after a restart or a join).
+    pub catch_up: CatchUp,
     /// 0 while this node is a consenter; else 1 + the config sequence that removed it.
     removed: std::sync::atomic::AtomicU64,
     /// The channel's tasks (timer, membership, catch-up, ...), ended when it stops.
@@ -46,6 +50,47 @@ impl std::fmt::Debug for ChannelRuntime {
             .field("id", &self.id)
             .field("height", &self.store.height())
             .finish_non_exhaustive()
+    }
+}
+
+/// A follower's catch-up target: the number of Raft entries the leader had committed in the
+/// first append-entries (or heartbeat) this node received after it started. Until it has
+/// applied that many, it is behind the cluster by what it missed while down, whatever its own
+/// log says; after that it keeps pace or Raft reports the problem (no leader).
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    /// 0 until a leader's commit index is heard; else 1 + the entries to apply.
+    target: AtomicU64,
+    reached: std::sync::atomic::AtomicBool,
+}
+
+impl CatchUp {
+    /// Records the commit index of an append-entries from a leader (the first one counts).
+    pub fn observe_leader_commit(&self, committed: Option<u64>) {
+        let entries = committed.map_or(0, |index| index + 1);
+        let _ = self
+            .target
+            .compare_exchange(0, entries + 1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Why this follower is not caught up with `applied` entries applied; `None` once it has
+    /// been (it then stays caught up).
+    pub fn not_caught_up(&self, applied: u64) -> Option<String> {
+        if self.reached.load(Ordering::SeqCst) {
+            return None;
+        }
+        match self.target.load(Ordering::SeqCst) {
+            0 => Some("has not yet heard the leader's commit index".to_owned()),
+            target if applied >= target - 1 => {
+                self.reached.store(true, Ordering::SeqCst);
+                None
+            }
+            target => Some(format!(
+                "catching up: applied {applied} of the {} Raft entries the leader had \
+                 committed when this node started following it",
+                target - 1
+            )),
+        }
     }
 }
 
@@ -70,6 +115,7 @@ impl ChannelRuntime {
             status,
             rejoin,
             liveness,
+            catch_up: CatchUp::default(),
             removed: 0.into(),
             tasks: Default::default(),
             stopping: false.into(),

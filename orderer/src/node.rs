@@ -19,7 +19,6 @@ use shared_proto::tls::TlsMaterial;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::admin::AdminService;
@@ -128,6 +127,7 @@ impl Node {
             &config.identity.key,
         )?);
         let tls = Arc::new(TlsMaterial::load(&config.tls)?);
+        let trust = shared_proto::tls_server::Trust::new(tls.ca_roots_der().to_vec())?;
         let book = shared_proto::dial::AddressBook::new(&config.address_overrides);
         let dialer = Arc::new(shared_proto::dial::Dialer::new(tls.clone(), book));
         let err = storage_err(&config.data_dir);
@@ -149,6 +149,7 @@ impl Node {
             clients,
             dialer,
             raft: config.raft.clone(),
+            trust,
         });
         let bootstrap: Vec<std::path::PathBuf> = config
             .channels
@@ -245,9 +246,11 @@ fn spawn_servers(
     })
     .max_decoding_message_size(message_max)
     .max_encoding_message_size(catchup::BLOCK_BYTES_MAX);
+    let tls_config = |mutual: bool| {
+        shared_proto::tls_server::server_config(tls, &ctx.trust, mutual)
+            .map_err(|e| NodeError::Serve(e.to_string()))
+    };
     let client = Server::builder()
-        .tls_config(tls.server(false))
-        .map_err(serve_err)?
         .add_service(health)
         .add_service(Stopping::new(broadcast, calls.clone()))
         .add_service(Stopping::new(
@@ -258,12 +261,10 @@ fn spawn_servers(
             calls.clone(),
         ))
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.client).with_nodelay(Some(true)),
+            shared_proto::tls_server::incoming(listeners.client, tls_config(false)?),
             signal(stop),
         );
     let cluster = Server::builder()
-        .tls_config(tls.server(true))
-        .map_err(serve_err)?
         .add_service(Stopping::new(
             ClusterServer::new(ClusterService {
                 registry: registry.clone(),
@@ -273,7 +274,7 @@ fn spawn_servers(
             calls,
         ))
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.cluster).with_nodelay(Some(true)),
+            shared_proto::tls_server::incoming(listeners.cluster, tls_config(true)?),
             signal(stop),
         );
     let ops = ops::serve(listeners.ops, registry.clone(), signal(stop));

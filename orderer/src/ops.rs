@@ -1,7 +1,8 @@
 //! Operations endpoint (HTTP): `/healthz` (the process serves), `/readyz`, `/metrics`
 //! (Prometheus text, see `docs/metrics.md`), `/status` (JSON, per channel).
 //!
-//! Readiness is per channel: a channel is ready when a follower knows a Raft leader, a leader
+//! Readiness is per channel: a channel is ready when a follower knows a Raft leader and has
+//! applied what that leader had committed when it first heard from it, a leader
 //! has heard from a quorum within [`crate::consensus::quorum_silence_max`], and this node holds
 //! every block its state machine has cut. `/readyz?channel=CH` answers for one channel (503
 //! too for a channel this node was removed from). `/readyz` answers for the node: ready while
@@ -88,7 +89,9 @@ pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
     }
 }
 
-/// Why this node's Raft cannot order now, if it cannot. A follower needs a leader: openraft
+/// Why this node's Raft cannot order now, if it cannot. A follower needs a leader, and to have
+/// applied what that leader had committed when it first heard from it
+/// ([`crate::channels::CatchUp`]): openraft
 /// reports none once the follower's election timeout passes without hearing from one (it then
 /// campaigns with an uncommitted vote). A leader needs a quorum that acknowledged it within
 /// [`crate::consensus::quorum_silence_max`]: a leader in a minority partition keeps leading in
@@ -96,16 +99,17 @@ pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
 /// proposer refuses them at once, see [`crate::consensus::proposer`]).
 fn raft_not_ready(node_id: u64, ch: &ChannelRuntime) -> Option<String> {
     let metrics = ch.raft.metrics();
-    let (leader, acked) = {
+    let (leader, acked, applied) = {
         let m = metrics.borrow();
-        (m.current_leader, m.millis_since_quorum_ack)
+        let applied = m.last_applied.map_or(0, |l| l.index + 1);
+        (m.current_leader, m.millis_since_quorum_ack, applied)
     };
     let leader = match leader {
         None => return Some("no Raft leader".to_owned()),
         Some(l) => l,
     };
     if leader != node_id {
-        return None;
+        return ch.catch_up.not_caught_up(applied);
     }
     let bound = crate::consensus::quorum_silence_max(ch.raft.config());
     match acked {

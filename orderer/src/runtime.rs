@@ -80,6 +80,8 @@ pub struct ChannelContext {
     pub clients: ClusterClients,
     pub dialer: Arc<Dialer>,
     pub raft: RaftSettings,
+    /// Client certificates the servers accept: the node's CA files and every channel's orgs.
+    pub trust: Arc<shared_proto::tls_server::Trust>,
 }
 
 impl std::fmt::Debug for ChannelContext {
@@ -262,6 +264,11 @@ pub async fn start(
             ctx.dialer.clone(),
         )),
         tokio::spawn(watch_fatal(registry.clone(), channel.clone())),
+        tokio::spawn(shared_proto::tls_server::follow(
+            ctx.trust.clone(),
+            channel.id.clone(),
+            channel.config.clone(),
+        )),
     ];
     if channel.rejoin.start() == RaftStart::Deciding {
         tasks.push(tokio::spawn(rejoin::run(
@@ -360,6 +367,7 @@ pub async fn remove(
         .remove(id)
         .ok_or_else(|| RuntimeError::Unknown(id.to_owned()))?;
     stop(&channel).await;
+    ctx.trust.remove_channel(id);
     let err = storage(id);
     let dir = joined_dir(ctx);
     std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;

@@ -183,7 +183,12 @@ impl Cluster for ClusterService {
                 let rpc: AppendEntriesRequest<TypeConfig> =
                     decode(&req.payload).map_err(bad_payload)?;
                 speaks_as_itself(pinned, rpc.vote.leader_id().voted_for(), "append-entries")?;
-                encoded(&raft.append_entries(rpc).await)
+                let leader_commit = rpc.leader_commit.map(|l| l.index);
+                let answer = raft.append_entries(rpc).await;
+                if answer.as_ref().is_ok_and(|r| r.is_success()) {
+                    channel.catch_up.observe_leader_commit(leader_commit);
+                }
+                encoded(&answer)
             }
             Ok(Kind::Vote) => {
                 let rpc: VoteRequest<NodeId> = decode(&req.payload).map_err(bad_payload)?;

@@ -22,7 +22,6 @@ use shared_proto::tls::TlsMaterial;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::chaincode::ChaincodeRegistry;
@@ -187,11 +186,13 @@ impl Node {
             dialer,
             registry.fatal.clone(),
         );
+        let trust = shared_proto::tls_server::Trust::new(tls.ca_roots_der().to_vec())?;
         let ctx = ChannelContext::new(
             config.data_dir.clone(),
             db.clone(),
             registry.clone(),
             gossip.clone(),
+            trust,
         );
         let bootstrap: Vec<std::path::PathBuf> = config
             .channels
@@ -281,9 +282,11 @@ fn spawn_servers(
     let (_, health) = tonic_health::server::health_reporter();
     // Client certificates required: every query is also signed and checked against Readers
     // (query.rs), but nothing is decoded for a caller without a certificate of the network.
+    let tls_config = || {
+        shared_proto::tls_server::server_config(tls, &ctx.trust, true)
+            .map_err(|e| NodeError::Serve(e.to_string()))
+    };
     let server = Server::builder()
-        .tls_config(tls.server(true))
-        .map_err(serve_err)?
         .add_service(health)
         .add_service(Stopping::new(
             EndorserServer::new(svc.clone())
@@ -310,15 +313,13 @@ fn spawn_servers(
             calls.clone(),
         ))
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.service).with_nodelay(Some(true)),
+            shared_proto::tls_server::incoming(listeners.service, tls_config()?),
             signal(stop),
         );
     let gossip_server = Server::builder()
-        .tls_config(tls.server(true))
-        .map_err(serve_err)?
         .add_service(Stopping::new(gossip.service(), calls))
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.gossip).with_nodelay(Some(true)),
+            shared_proto::tls_server::incoming(listeners.gossip, tls_config()?),
             signal(stop),
         );
     let state = ops::OpsState {

@@ -62,6 +62,8 @@ pub struct ChannelContext {
     pub db: Database,
     pub registry: Arc<Registry>,
     pub gossip: Gossip,
+    /// Client certificates the servers accept: the node's CA files and every channel's orgs.
+    pub trust: Arc<shared_proto::tls_server::Trust>,
     /// One join at a time: checking that a channel is new, recording and starting it is one
     /// step.
     joining: Arc<tokio::sync::Mutex<()>>,
@@ -76,12 +78,19 @@ impl std::fmt::Debug for ChannelContext {
 }
 
 impl ChannelContext {
-    pub fn new(data_dir: PathBuf, db: Database, registry: Arc<Registry>, gossip: Gossip) -> Self {
+    pub fn new(
+        data_dir: PathBuf,
+        db: Database,
+        registry: Arc<Registry>,
+        gossip: Gossip,
+        trust: Arc<shared_proto::tls_server::Trust>,
+    ) -> Self {
         ChannelContext {
             data_dir,
             db,
             registry,
             gossip,
+            trust,
             joining: Arc::default(),
         }
     }
@@ -162,6 +171,11 @@ fn launch(ctx: &ChannelContext, channel: PeerChannel) -> Result<Arc<PeerChannel>
         return Err(RuntimeError::AlreadyJoined(channel.id.clone()));
     }
     channel.own_tasks(ctx.gossip.add_channel(channel.committer.clone()));
+    channel.own_tasks(vec![tokio::spawn(shared_proto::tls_server::follow(
+        ctx.trust.clone(),
+        channel.id.clone(),
+        channel.committer.live_config().subscribe(),
+    ))]);
     tracing::info!(channel = %channel.id, height = channel.ledger.height(), "channel started");
     Ok(channel)
 }
@@ -181,6 +195,7 @@ pub fn stop(ctx: &ChannelContext, channel_id: &str) {
     if let Some(channel) = ctx.registry.remove(channel_id) {
         ctx.gossip.remove_channel(channel_id);
         channel.abort_tasks();
+        ctx.trust.remove_channel(channel_id);
     }
 }
 

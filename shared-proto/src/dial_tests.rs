@@ -118,11 +118,9 @@ fn overridden_link_connects_to_the_override_and_verifies_the_advertised_name() {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
             Server::builder()
-                .tls_config(tls.server(true))
-                .unwrap()
                 .add_service(AdminServer::new(Answer))
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
+                    crate::tls_server::incoming_with_own_roots(listener, &tls, true).unwrap(),
                     async {
                         let _ = stopped.await;
                     },

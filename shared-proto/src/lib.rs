@@ -35,6 +35,7 @@ pub mod seek;
 pub mod signing;
 pub mod stopping;
 pub mod tls;
+pub mod tls_server;
 
 #[cfg(test)]
 mod test_answer;

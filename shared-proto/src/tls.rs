@@ -10,7 +10,6 @@ use crate::node_config::TlsFiles;
 use tonic::transport::Certificate;
 use tonic::transport::ClientTlsConfig;
 use tonic::transport::Identity;
-use tonic::transport::ServerTlsConfig;
 
 /// TLS files could not be read or are not PEM certificates/keys.
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +25,25 @@ pub enum TlsError {
 }
 
 /// This node's TLS certificate and key, and every CA whose certificates it accepts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TlsMaterial {
     identity: Identity,
     ca_bundle: Certificate,
+    /// DER of every CA in `tls.ca_roots`.
+    ca_roots_der: Vec<Vec<u8>>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
     /// DER of this node's own TLS certificate (what peers pin).
     pub cert_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("TlsMaterial")
+            .field("ca_roots", &self.ca_roots_der.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -52,23 +64,41 @@ impl TlsMaterial {
             }
         })?;
         let mut bundle = Vec::new();
+        let mut ca_roots_der = Vec::new();
         for ca in &files.ca_roots {
-            bundle.extend(read(ca)?);
+            let pem = read(ca)?;
+            for block in pem::parse_many(&pem).map_err(|e| TlsError::Invalid {
+                path: ca.display().to_string(),
+                reason: e.to_string(),
+            })? {
+                ca_roots_der.push(block.into_contents());
+            }
+            bundle.extend(pem);
             bundle.push(b'\n');
         }
         Ok(TlsMaterial {
-            identity: Identity::from_pem(cert, key),
+            identity: Identity::from_pem(&cert, &key),
             ca_bundle: Certificate::from_pem(bundle),
+            ca_roots_der,
+            cert_pem: cert,
+            key_pem: key,
             cert_der,
         })
     }
 
-    /// Server config; `require_client_cert` for mutual TLS (cluster, gossip).
-    pub fn server(&self, require_client_cert: bool) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity.clone())
-            .client_ca_root(self.ca_bundle.clone())
-            .client_auth_optional(!require_client_cert)
+    /// DER of every CA certificate in the node's `tls.ca_roots` files.
+    pub fn ca_roots_der(&self) -> &[Vec<u8>] {
+        &self.ca_roots_der
+    }
+
+    /// This node's certificate (chain), PEM.
+    pub fn cert_pem(&self) -> &[u8] {
+        &self.cert_pem
+    }
+
+    /// This node's private key, PEM.
+    pub fn key_pem(&self) -> &[u8] {
+        &self.key_pem
     }
 
     /// Client config presenting this node's certificate, verifying the server as `host`.
@@ -128,4 +158,4 @@ pub fn host_of(addr: &str) -> &str {
 
 #[cfg(test)]
 #[path = "tls_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -28,7 +28,7 @@ const RSA_CA_KEY: &str = include_str!("testdata/rsa2048-ca.key.pem");
 const RSA_LEAF_KEY: &str = include_str!("testdata/rsa2048-leaf.key.pem");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Alg {
+pub(crate) enum Alg {
     EcdsaP256,
     EcdsaP384,
     Rsa2048,
@@ -52,7 +52,7 @@ fn key(alg: Alg, ca: bool) -> KeyPair {
 
 /// A TLS CA of `alg` and a server+client certificate it issued for 127.0.0.1, written to `dir`:
 /// (`ca.pem`, `cert.pem`, `key.pem`).
-fn material(alg: Alg, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn material(alg: Alg, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let ca_key = key(alg, true);
     let mut ca = CertificateParams::default();
@@ -118,11 +118,10 @@ fn node_tls_accepts_ecdsa_p256_p384_rsa_and_ed25519_as_server_and_client() {
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let server = tokio::spawn(
                 Server::builder()
-                    .tls_config(server_tls.server(true))
-                    .unwrap()
                     .add_service(AdminServer::new(Answer))
                     .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(listener),
+                        crate::tls_server::incoming_with_own_roots(listener, &server_tls, true)
+                            .unwrap(),
                         async {
                             let _ = stopped.await;
                         },

@@ -58,6 +58,7 @@ pub async fn add_org(data: &DataDir, msp_id: &str) -> anyhow::Result<()> {
             .as_ref()
             .is_none_or(|o| o.iter().any(|m| m == msp_id))
     };
+    let mut applied_on = Vec::new();
     for ch in g.spec.channels.iter().filter(|c| on(c)) {
         let current = net.current_config(&ch.id).await?;
         if current
@@ -94,6 +95,7 @@ pub async fn add_org(data: &DataDir, msp_id: &str) -> anyhow::Result<()> {
             applied.elapsed_ms,
             applied.status.leader.as_deref().unwrap_or("none")
         );
+        applied_on.push((ch.id.clone(), applied.config_sequence));
     }
 
     let view = view_of(&g, &format!("{msp_id}/peer0"))?;
@@ -101,11 +103,9 @@ pub async fn add_org(data: &DataDir, msp_id: &str) -> anyhow::Result<()> {
     print_started(&started);
     if let Some(refusal) = orderers_refuse_tls(&g, &view).await? {
         anyhow::bail!(
-            "{name} runs but cannot pull blocks: {refusal}. The orderers trust the TLS CAs of \
-             their config files (tls.ca_roots, read when they start), not those of the channel \
-             config, so a running orderer does not know {msp_id}'s new TLS CA. {msp_id} is a \
-             member of the channels now; {name} stays at their genesis blocks until the \
-             orderers trust its TLS CA (its log: {log})",
+            "{name} runs but cannot pull blocks: {refusal}. Orderers trust the TLS root CAs of \
+             every org of the channels they serve, from the latest config block they applied; \
+             this one has not applied the update naming {msp_id} (its log: {log})",
             name = view.name,
             log = started.log.display()
         );
@@ -113,6 +113,25 @@ pub async fn add_org(data: &DataDir, msp_id: &str) -> anyhow::Result<()> {
     let status = wait_caught_up(&g, &started).await?;
     for line in describe_channels(&status) {
         println!("  {line}");
+    }
+    // Every other peer of those channels commits the config block too before the verb
+    // returns, so the new org's transactions are endorsed wherever they go next.
+    let peers: Vec<NodeView> = crate::topology::nodes(&g)
+        .into_iter()
+        .filter(|v| v.kind == crate::launcher::Kind::Peer && v.name != view.name)
+        .collect();
+    for (channel, sequence) in &applied_on {
+        for p in &peers {
+            super::wait_status(p, "the config update", CONFIG_UPDATE_DEADLINE, |s| {
+                let ch = &s["channels"][channel.as_str()];
+                ch.is_null() || ch["config"]["sequence"].as_u64() >= Some(*sequence)
+            })
+            .await?;
+        }
+        println!(
+            "{channel}: every peer has committed config sequence {sequence} ({} peers)",
+            peers.len() + 1
+        );
     }
     Ok(())
 }

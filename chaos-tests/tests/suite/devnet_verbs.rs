@@ -1,8 +1,10 @@
 //! The dev network's operator verbs against a running `devnet` (the real binary, in a temp
 //! dir): `add-orderer` starts one more orderer that outlives the command, serves, and follows
 //! the channel without being a consenter; `create-channel` leaves every orderer, the added one
-//! included, and every peer serving the new channel; stopping the devnet stops the added
-//! orderer too.
+//! included, and every peer serving the new channel; `add-org` makes an org whose TLS CA no
+//! running node's files name a member by config update, and its peer pulls the chain,
+//! endorses and commits (the nodes' TLS trust follows the channel config); stopping the devnet
+//! stops the added nodes too.
 
 use std::io::BufRead as _;
 use std::path::Path;
@@ -17,6 +19,7 @@ use chaos_tests::launcher;
 use chaos_tests::topology::nodes;
 use chaos_tests::topology::CHANNEL;
 use shared_proto::material::Generated;
+use shared_proto::pb::tx::TxValidationCode;
 
 const DEVNET: &str = env!("CARGO_BIN_EXE_devnet");
 
@@ -158,7 +161,7 @@ async fn wait_status(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orderer_added_to_a_running_devnet_serves_as_a_follower_and_a_created_channel_reaches_every_node(
+async fn orderer_added_to_a_running_devnet_serves_as_a_follower_a_created_channel_reaches_every_node_and_an_added_org_endorses_and_commits(
 ) {
     let _turn = crate::ONE_NETWORK_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
@@ -188,6 +191,7 @@ async fn orderer_added_to_a_running_devnet_serves_as_a_follower_and_a_created_ch
     let pids = running.recorded_pids();
     assert_eq!(pids.len(), 1, "one recorded process: {pids:?}");
     assert!(alive(pids[0]), "orderer4 outlives the command");
+    let orderer4 = pids[0];
 
     // create-channel: every orderer (orderer4 too) and every peer serves the new channel.
     let out = verb(&dir, &["create-channel", "--id", "second"]);
@@ -201,6 +205,68 @@ async fn orderer_added_to_a_running_devnet_serves_as_a_follower_and_a_created_ch
     let generated = Generated::load(&net).unwrap();
     assert!(generated.channels.iter().any(|(id, _)| id == "second"));
 
+    // add-org: a new CA no running node was started with; its peer catches up on both
+    // channels, endorses (first endorser for its own user, one of three for Org1's) and
+    // commits; every peer ends with the same state.
+    let out = verb(&dir, &["add-org", "--name", "Org3MSP"]);
+    assert!(
+        out.contains("config update adding Org3MSP applied"),
+        "{out}"
+    );
+    let generated = Generated::load(&net).unwrap();
+    for (org, channel, key) in [
+        ("Org3MSP", CHANNEL, "from-org3"),
+        ("Org1MSP", CHANNEL, "from-org1"),
+        ("Org3MSP", "second", "from-org3"),
+    ] {
+        let gw = peer::sdk::Gateway::from_network(&generated, org, "User1", channel).unwrap();
+        let done = tokio::time::timeout(
+            Duration::from_secs(60),
+            gw.submit("kv", "put", &[key.as_bytes().to_vec(), b"v".to_vec()]),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{org}'s submit on {channel} did not complete within 60 s"))
+        .unwrap_or_else(|e| panic!("{org}'s submit on {channel}: {e}"));
+        assert_eq!(
+            done.code,
+            TxValidationCode::Valid,
+            "{org}'s transaction on {channel}"
+        );
+    }
+    let views = nodes(&generated);
+    let peers: Vec<_> = views
+        .iter()
+        .filter(|v| v.kind == launcher::Kind::Peer)
+        .collect();
+    assert!(peers.iter().any(|v| v.name == "Org3MSP/peer0"), "{peers:?}");
+    let first = wait_status(&peers[0].ops, 30, "a height", |s| {
+        s["channels"][CHANNEL]["height"].is_u64()
+    })
+    .await;
+    let mut height = first["channels"][CHANNEL]["height"].as_u64().unwrap();
+    let mut hash = first["channels"][CHANNEL]["state_hash"].clone();
+    for v in &peers {
+        let s = wait_status(&v.ops, 60, "the first peer's height", |s| {
+            s["channels"][CHANNEL]["height"].as_u64() >= Some(height)
+        })
+        .await;
+        if s["channels"][CHANNEL]["height"].as_u64() > Some(height) {
+            // The first peer was behind: compare against this one from here on.
+            height = s["channels"][CHANNEL]["height"].as_u64().unwrap();
+            hash = s["channels"][CHANNEL]["state_hash"].clone();
+        }
+    }
+    for v in &peers {
+        wait_status(&v.ops, 60, "the same state hash at the same height", |s| {
+            s["channels"][CHANNEL]["height"].as_u64() == Some(height)
+                && s["channels"][CHANNEL]["state_hash"] == hash
+        })
+        .await;
+    }
+
+    let added = running.recorded_pids();
+    assert_eq!(added.len(), 2, "orderer4 and Org3MSP/peer0: {added:?}");
+
     // Stopping the devnet (Ctrl-C) stops what the verbs started.
     let pid = running.devnet.id();
     let _ = Command::new("kill")
@@ -211,5 +277,8 @@ async fn orderer_added_to_a_running_devnet_serves_as_a_follower_and_a_created_ch
         assert!(Instant::now() < deadline, "devnet did not stop within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!alive(pids[0]), "the devnet's stop left orderer4 running");
+    assert!(!alive(orderer4), "the devnet's stop left orderer4 running");
+    for pid in added {
+        assert!(!alive(pid), "the devnet's stop left process {pid} running");
+    }
 }

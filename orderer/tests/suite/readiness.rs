@@ -108,11 +108,11 @@ async fn leader_cut_off_from_its_quorum_reports_not_ready_naming_why() -> anyhow
 }
 
 /// A node restarted while the other consenters are down has no leader: not ready, naming why;
-/// once they are back it becomes ready and catches up. (A follower cannot tell how far behind
-/// the cluster it is before the leader's entries arrive, so readiness can come a moment before
-/// its height does: see the issue 11 note.)
+/// once they are back it is not ready until it has caught up: when `/readyz` first answers 200
+/// it holds every block the cluster had cut while it was down (the leader's commit index it
+/// first heard is its target, `CatchUp`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarted_node_without_a_leader_is_not_ready_naming_why_and_ready_once_the_others_return(
+async fn restarted_node_is_not_ready_without_a_leader_nor_before_it_holds_the_blocks_it_missed(
 ) -> anyhow::Result<()> {
     let mut cluster = TestCluster::start(ClusterOptions {
         snapshot_interval_entries: 20,
@@ -127,20 +127,79 @@ async fn restarted_node_without_a_leader_is_not_ready_naming_why_and_ready_once_
         let env = cluster.envelope(format!("while it is down {k}").as_bytes());
         cluster.submit_until_ordered(&others, &env).await;
     }
+    let chain_height = cluster
+        .node(others[0])
+        .registry
+        .get(CHANNEL)
+        .unwrap()
+        .store
+        .height();
     for &i in &others {
         cluster.stop_node(i)?;
     }
     cluster.start_node(lagging)?;
-    let (body, _) = wait_readyz(&cluster, lagging, 503, Duration::from_secs(30)).await?;
-    anyhow::ensure!(body.contains("no Raft leader"), "{body}");
+    // Not ready from the start (it has heard no leader's commit index); once its election
+    // timeout passes it knows it has no leader either, and says so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = cluster.ops_get(lagging, "/readyz").await?;
+        anyhow::ensure!(code == 503, "ready with the others down: {body}");
+        if body.contains("no Raft leader") {
+            break;
+        }
+        anyhow::ensure!(
+            body.contains("leader's commit index"),
+            "not ready without saying why: {body}"
+        );
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "never said 'no Raft leader': {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (code, _) = cluster
         .ops_get(lagging, &format!("/readyz?channel={CHANNEL}"))
         .await?;
     anyhow::ensure!(code == 503, "per-channel readiness {code}");
+    let lagging_height = |c: &TestCluster| {
+        c.node(lagging)
+            .registry
+            .get(CHANNEL)
+            .unwrap()
+            .store
+            .height()
+    };
+    anyhow::ensure!(
+        lagging_height(&cluster) < chain_height,
+        "it missed nothing?"
+    );
     for &i in &others {
         cluster.start_node(i)?;
     }
-    wait_readyz(&cluster, lagging, 200, Duration::from_secs(60)).await?;
+    // Polled tightly: the height is read right after each answer and only grows, so a 200 that
+    // came before the blocks shows as a height short of the chain's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut not_ready = Vec::new();
+    loop {
+        let (code, body) = cluster.ops_get(lagging, "/readyz").await?;
+        let height = lagging_height(&cluster);
+        if code == 200 {
+            anyhow::ensure!(
+                height >= chain_height,
+                "ready at height {height}, the chain had {chain_height}; said before: {not_ready:?}"
+            );
+            println!("ready at height {height} (chain {chain_height}); before: {not_ready:?}");
+            break;
+        }
+        if not_ready.last() != Some(&body) {
+            not_ready.push(body);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not ready within 60 s: {not_ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     cluster.wait_converged(Duration::from_secs(60)).await?;
     Ok(())
 }

@@ -131,10 +131,10 @@ async fn serve(config: &OrdererConfig, stand_in: StandIn) {
     let tls = TlsMaterial::load(&config.tls).unwrap();
     let listener = listen(&config.listen_address).await.unwrap();
     let server = tonic::transport::Server::builder()
-        .tls_config(tls.server(true))
-        .unwrap()
         .add_service(AtomicBroadcastServer::new(stand_in))
-        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+        .serve_with_incoming(
+            shared_proto::tls_server::incoming_with_own_roots(listener, &tls, true).unwrap(),
+        );
     tokio::spawn(server);
 }
 

@@ -293,11 +293,10 @@ fn commit_status_waits_are_bounded_in_number_and_time() {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .tls_config(tls.server(true))
-                .unwrap()
                 .add_service(QueryServer::new(service))
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
+                    shared_proto::tls_server::incoming_with_own_roots(listener, &tls, true)
+                        .unwrap(),
                     async {
                         let _ = stopped.await;
                     },
