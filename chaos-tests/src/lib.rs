@@ -14,5 +14,6 @@ pub mod bench;
 pub mod devnet;
 pub mod launcher;
 pub mod node_main;
+pub mod report;
 pub mod topology;
 pub mod workload;
