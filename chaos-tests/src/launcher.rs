@@ -48,7 +48,20 @@ impl NodeProcess {
         config: &Path,
         log: &Path,
     ) -> anyhow::Result<Self> {
+        Self::spawn_with_env(exe, kind, name, config, log, &[])
+    }
+
+    /// [`NodeProcess::spawn`] with extra environment variables (e.g. `FAILPOINTS`).
+    pub fn spawn_with_env(
+        exe: &Path,
+        kind: Kind,
+        name: &str,
+        config: &Path,
+        log: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let child = node_command(exe, kind, config, log)?
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         Ok(NodeProcess {

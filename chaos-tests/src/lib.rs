@@ -12,8 +12,13 @@
 
 pub mod bench;
 pub mod devnet;
+pub mod harness;
+pub mod history;
 pub mod launcher;
+pub mod net;
 pub mod node_main;
 pub mod report;
+pub mod run;
+pub mod scenario;
 pub mod topology;
 pub mod workload;

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+
 use shared_proto::material::Generated;
 use shared_proto::material::NetworkSpec;
 
@@ -29,18 +31,31 @@ pub struct Topology {
 impl Topology {
     /// The network spec: ports consecutive from `base_port`.
     pub fn spec(&self) -> anyhow::Result<NetworkSpec> {
+        let mut port = self.base_port;
+        self.spec_from(move || {
+            let p = port;
+            port = port.checked_add(1).unwrap_or(port);
+            Ok(p)
+        })
+    }
+
+    /// The network spec with the nodes' ports taken in order from `ports` (three per node:
+    /// orderers first, then peers org by org), e.g. ports held from the OS.
+    pub fn spec_with_ports(&self, ports: &[u16]) -> anyhow::Result<NetworkSpec> {
+        let mut it = ports.iter().copied();
+        self.spec_from(move || it.next().context("fewer ports than the topology needs"))
+    }
+
+    fn spec_from(
+        &self,
+        mut next: impl FnMut() -> anyhow::Result<u16>,
+    ) -> anyhow::Result<NetworkSpec> {
         anyhow::ensure!(
             (1..=self.peers_per_org).contains(&self.connected_peers_per_org),
             "--connected-peers-per-org must be within 1..=--peers-per-org ({}), got {}",
             self.peers_per_org,
             self.connected_peers_per_org
         );
-        let mut port = self.base_port;
-        let mut next = || {
-            let p = port;
-            port = port.checked_add(1).unwrap_or(port);
-            p
-        };
         let mut text = format!(
             "name = \"{}\"\n[[orderer_orgs]]\nmsp_id = \"OrdererMSP\"\n",
             self.name
@@ -48,9 +63,9 @@ impl Topology {
         for i in 1..=self.orderers {
             text += &format!(
                 "[[orderer_orgs.orderers]]\nname = \"orderer{i}\"\nport = {}\ncluster_port = {}\nops_port = {}\n",
-                next(),
-                next(),
-                next()
+                next()?,
+                next()?,
+                next()?
             );
         }
         let mut orgs = Vec::new();
@@ -60,9 +75,9 @@ impl Topology {
             for p in 0..self.peers_per_org {
                 text += &format!(
                     "[[peer_orgs.peers]]\nname = \"peer{p}\"\nport = {}\ngossip_port = {}\nops_port = {}\norderer_connected = {}\n",
-                    next(),
-                    next(),
-                    next(),
+                    next()?,
+                    next()?,
+                    next()?,
                     p < self.connected_peers_per_org
                 );
             }

@@ -132,7 +132,7 @@ async fn serve_request(registry: &Registry, envelope: &Envelope, tx: &Tx) -> Res
         registry,
         not_after_unix: verified.creator.not_after_unix,
     };
-    stream_blocks(&channel, &seek, &reader, tx).await
+    stream_blocks(&channel, &seek, &reader, tx, registry.node_id).await
 }
 
 /// Why a seek request was refused beyond what [`verify_envelope`] checks.
@@ -192,7 +192,16 @@ async fn stream_blocks(
     seek: &SeekInfo,
     reader: &Reader<'_>,
     tx: &Tx,
+    node_id: u64,
 ) -> Result<Status, Gone> {
+    // Waiting on a node that cannot get new blocks (no leader, a leader without a quorum, a
+    // follower still catching up: each already allows for its own bound) for two checks in a
+    // row ends the stream with
+    // SERVICE_UNAVAILABLE, so the reader goes to another orderer instead of waiting in
+    // silence (chaos scenario minority_split, seed 1: peers reading from the cut-off leader
+    // committed nothing until the partition healed).
+    let cut_off_grace = READER_RECHECK;
+    let mut not_ready_since: Option<tokio::time::Instant> = None;
     let mut heights = channel.store.subscribe();
     let height = *heights.borrow_and_update();
     let Some((start, stop)) = shared_proto::seek::resolve(seek, height) else {
@@ -229,6 +238,20 @@ async fn stream_blocks(
             () = tokio::time::sleep(READER_RECHECK) => {
                 if !reader.still_reader() {
                     return Ok(Status::Forbidden);
+                }
+                match crate::ops::raft_not_ready(node_id, channel) {
+                    None => not_ready_since = None,
+                    Some(why) => {
+                        let since = *not_ready_since.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= cut_off_grace {
+                            tracing::info!(
+                                channel = %channel.id,
+                                reason = %why,
+                                "ending a Deliver stream waiting for blocks: this node cannot get new ones now"
+                            );
+                            return Ok(Status::ServiceUnavailable);
+                        }
+                    }
                 }
             }
         }

@@ -97,7 +97,7 @@ pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
 /// [`crate::consensus::quorum_silence_max`]: a leader in a minority partition keeps leading in
 /// openraft 0.9, and Broadcasts sent to it would wait for a commit that cannot happen (the
 /// proposer refuses them at once, see [`crate::consensus::proposer`]).
-fn raft_not_ready(node_id: u64, ch: &ChannelRuntime) -> Option<String> {
+pub(crate) fn raft_not_ready(node_id: u64, ch: &ChannelRuntime) -> Option<String> {
     let metrics = ch.raft.metrics();
     let (leader, acked, applied) = {
         let m = metrics.borrow();

@@ -4,7 +4,8 @@
 //! a restart or a switch of orderer resumes without gaps or repeats. Every block goes through
 //! [`Committer::process`]; a block that fails verification (bad signature, broken chain) is
 //! refused and the client moves to the next orderer. An orderer that is down, ends the stream
-//! or sends nothing for [`IDLE_SWITCH`] while we wait is left for the next one. Retries back off
+//! (an orderer that cannot get new blocks ends it with SERVICE_UNAVAILABLE), stops answering
+//! HTTP/2 pings, or sends nothing for [`IDLE_SWITCH`] while we wait is left for the next one. Retries back off
 //! up to [`BACKOFF_MAX`]. Orderer endpoints are dialled through the peer's [`Dialer`]
 //! (`address_overrides`).
 //!
@@ -33,6 +34,9 @@ use crate::commit::Committer;
 
 /// With no block for this long, try another orderer (it may be partitioned or lagging).
 pub const IDLE_SWITCH: Duration = Duration::from_secs(20);
+/// HTTP/2 ping interval on the Deliver connection, and how long an answer may take.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -116,7 +120,14 @@ async fn session(
     clock: fn() -> i64,
 ) -> SessionEnd {
     let ep = match dialer.endpoint(endpoint) {
-        Ok(ep) => ep.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true),
+        // HTTP/2 pings find an orderer that went silent (a partition holding the
+        // connection open) within KEEPALIVE + KEEPALIVE_TIMEOUT, not IDLE_SWITCH.
+        Ok(ep) => ep
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true),
         Err(e) => return SessionEnd::Connect(endpoint.to_owned(), e.to_string()),
     };
     let conn = match ep.connect().await {

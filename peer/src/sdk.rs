@@ -284,9 +284,23 @@ impl Gateway {
         function: &str,
         args: &[Vec<u8>],
     ) -> Result<Submitted, SdkError> {
+        self.submit_observed(chaincode, function, args, &Unobserved)
+            .await
+    }
+
+    /// [`Gateway::submit`], telling `observe` when each transaction (one per endorsement
+    /// round) goes to the orderers and when an orderer acknowledged it (what a chaos history
+    /// records).
+    pub async fn submit_observed(
+        &self,
+        chaincode: &str,
+        function: &str,
+        args: &[Vec<u8>],
+        observe: &dyn Observe,
+    ) -> Result<Submitted, SdkError> {
         let mut attempt = 1;
         loop {
-            match self.submit_once(chaincode, function, args).await {
+            match self.submit_once(chaincode, function, args, observe).await {
                 Err(SdkError::EndorsementMismatch) if attempt < ENDORSE_ATTEMPTS => {
                     tokio::time::sleep(RETRY_PAUSE / 4 * attempt).await;
                     attempt += 1;
@@ -301,6 +315,7 @@ impl Gateway {
         chaincode: &str,
         function: &str,
         args: &[Vec<u8>],
+        observe: &dyn Observe,
     ) -> Result<Submitted, SdkError> {
         let nonce = envelope::new_nonce();
         let signed = self.proposal(chaincode, function, args, &nonce);
@@ -345,7 +360,10 @@ impl Gateway {
             nonce,
             now_ms(),
         );
-        let tx_id = self.order(env).await?;
+        let tx_id = crate::commit::tx_id_of(&env.encode_to_vec()).unwrap_or_default();
+        observe.ordering(&tx_id);
+        let orderer = self.order(env).await?;
+        observe.acked(&tx_id, &orderer);
         let status = self.commit_status(&tx_id).await?;
         Ok(Submitted {
             tx_id,
@@ -424,8 +442,8 @@ impl Gateway {
 
     /// Submits to the orderers until one orders it; ALREADY_EXISTS means an earlier attempt
     /// whose answer was lost got it ordered.
+    /// Broadcasts `env` until an orderer acknowledges it; returns that orderer's address.
     async fn order(&self, env: Envelope) -> Result<String, SdkError> {
-        let tx_id = crate::commit::tx_id_of(&env.encode_to_vec()).unwrap_or_default();
         let deadline = tokio::time::Instant::now() + SUBMIT_TIMEOUT;
         let mut last = String::from("no attempt");
         for attempt in 0usize.. {
@@ -433,8 +451,8 @@ impl Gateway {
             let mut request = tonic::Request::new(env.clone());
             request.set_timeout(Duration::from_secs(10));
             match client.clone().submit(request).await {
-                Ok(_) => return Ok(tx_id),
-                Err(s) if s.code() == Code::AlreadyExists => return Ok(tx_id),
+                Ok(_) => return Ok(addr.clone()),
+                Err(s) if s.code() == Code::AlreadyExists => return Ok(addr.clone()),
                 Err(s)
                     if matches!(
                         s.code(),
@@ -456,6 +474,18 @@ impl Gateway {
         Err(SdkError::Unavailable(last))
     }
 }
+
+/// What [`Gateway::submit_observed`] reports as a transaction moves on.
+pub trait Observe: Send + Sync {
+    /// The endorsed transaction `tx_id` is about to be broadcast.
+    fn ordering(&self, _tx_id: &str) {}
+    /// Orderer `orderer` (host:port) acknowledged `tx_id`: it is ordered and must not be lost.
+    fn acked(&self, _tx_id: &str, _orderer: &str) {}
+}
+
+struct Unobserved;
+
+impl Observe for Unobserved {}
 
 fn chaincode_result(r: &ProposalResponse) -> Result<shared_proto::pb::tx::Response, SdkError> {
     let response = r.response.clone().unwrap_or_default();

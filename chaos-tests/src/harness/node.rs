@@ -1,0 +1,179 @@
+//! One node of a harness cluster: a real process (`chaos node orderer|peer --config FILE`, the
+//! same startup path as `orderer start` and `peer start`) with the process faults a scenario
+//! applies: SIGKILL, SIGSTOP/SIGCONT, graceful stop, restart, data dir wiped.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::ports::Reservation;
+use crate::launcher;
+use crate::launcher::Kind;
+use crate::launcher::NodeProcess;
+use crate::topology::NodeView;
+
+/// How long a graceful stop may take before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What a node's process is doing, as the harness left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// A node of the cluster.
+#[derive(Debug)]
+pub struct Node {
+    pub view: NodeView,
+    /// The node's data dir (its config's `data_dir`).
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    /// Its ports, held until the node first binds them.
+    reserved: Option<Reservation>,
+    process: Option<NodeProcess>,
+    paused: bool,
+    /// Extra environment of the next start (e.g. `FAILPOINTS`).
+    env: Vec<(String, String)>,
+}
+
+impl Node {
+    pub fn new(view: NodeView, data_dir: PathBuf, log: PathBuf, reserved: Reservation) -> Self {
+        Node {
+            view,
+            data_dir,
+            log,
+            reserved: Some(reserved),
+            process: None,
+            paused: false,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable for the next starts.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Clears the extra environment.
+    pub fn clear_env(&mut self) {
+        self.env.clear();
+    }
+
+    pub fn name(&self) -> &str {
+        &self.view.name
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.view.kind
+    }
+
+    pub fn state(&mut self) -> State {
+        let alive = self.process.as_mut().is_some_and(|p| p.exited().is_none());
+        match (alive, self.paused) {
+            (false, _) => State::Stopped,
+            (true, true) => State::Paused,
+            (true, false) => State::Running,
+        }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(NodeProcess::pid)
+    }
+
+    /// Whether the process exited on its own (not by the harness), and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.as_mut().and_then(NodeProcess::exited)
+    }
+
+    /// Starts the process (its ports' reservation is released just before).
+    pub fn start(&mut self, exe: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.state() == State::Stopped,
+            "{} is already running",
+            self.name()
+        );
+        drop(self.reserved.take());
+        let p = NodeProcess::spawn_with_env(
+            exe,
+            self.view.kind,
+            &self.view.name,
+            &self.view.config,
+            &self.log,
+            &self.env,
+        )?;
+        self.process = Some(p);
+        self.paused = false;
+        Ok(())
+    }
+
+    /// SIGKILL: the process dies where it stands; nothing of its shutdown path runs.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+        self.paused = false;
+    }
+
+    /// SIGTERM (the graceful stop), SIGKILL after a grace period.
+    pub fn stop(&mut self) {
+        if self.paused {
+            let _ = self.resume();
+        }
+        if let Some(mut p) = self.process.take() {
+            p.stop(STOP_GRACE);
+        }
+    }
+
+    /// SIGSTOP: the process is frozen, its sockets stay open.
+    pub fn pause(&mut self) -> anyhow::Result<()> {
+        let p = self
+            .process
+            .as_ref()
+            .with_context(|| format!("{} is not running", self.view.name))?;
+        p.signal("STOP")?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        if let Some(p) = self.process.as_ref() {
+            p.signal("CONT")?;
+        }
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Deletes the node's data dir; the node must be stopped.
+    pub fn wipe(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.state() == State::Stopped,
+            "{} must be stopped before its data dir is wiped",
+            self.name()
+        );
+        if self.data_dir.exists() {
+            std::fs::remove_dir_all(&self.data_dir)
+                .with_context(|| format!("wiping {}", self.data_dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// `GET /status` of its ops endpoint.
+    pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        launcher::status(&self.view.ops).await
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub async fn ready(&self) -> bool {
+        matches!(
+            launcher::http_get(&self.view.ops, "/readyz").await,
+            Ok((200, _))
+        )
+    }
+}

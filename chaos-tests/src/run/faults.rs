@@ -1,0 +1,271 @@
+//! Carrying out one step of a schedule on a running cluster: resolve its target, start the
+//! fault, hold it (a reset repeats during the hold), heal it. Every wait has a deadline.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use orderer::admin_client::ConsenterOp;
+use orderer::admin_client::Network;
+
+use crate::harness::Cluster;
+use crate::harness::State;
+use crate::launcher::Kind;
+use crate::net::Net;
+use crate::scenario::Action;
+use crate::scenario::Step;
+use crate::scenario::Target;
+use crate::topology::CHANNEL;
+
+/// How long a fault waits for the cluster to agree on a leader before it picks orderer1.
+const LEADER_WAIT: Duration = Duration::from_secs(20);
+/// How long one orderer of a rolling restart may take to be ready again.
+const RESTART_READY: Duration = Duration::from_secs(60);
+
+/// A fault in force, and what heals it.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub kind: String,
+    /// The nodes it hit, comma-separated (the report's `target`).
+    pub target: String,
+    heal: Heal,
+}
+
+#[derive(Debug, Clone)]
+enum Heal {
+    /// Stop, wipe and start the orderer, then add it back to the consenters.
+    AddBack(String),
+    Start(Vec<String>),
+    Resume(String),
+    Net,
+    Nothing,
+}
+
+fn orderers(c: &Cluster) -> Vec<String> {
+    c.names(Kind::Orderer)
+}
+
+/// Peers in name order, split into (orderer-connected, gossip-only).
+fn peers(c: &Cluster) -> (Vec<String>, Vec<String>) {
+    let connected: BTreeSet<String> = c
+        .generated
+        .spec
+        .peer_orgs
+        .iter()
+        .flat_map(|o| {
+            o.peers
+                .iter()
+                .filter(|p| p.orderer_connected)
+                .map(move |p| format!("{}/{}", o.msp_id, p.name))
+        })
+        .collect();
+    c.names(Kind::Peer)
+        .into_iter()
+        .partition(|n| connected.contains(n))
+}
+
+fn nth(list: &[String], n: usize) -> anyhow::Result<String> {
+    anyhow::ensure!(!list.is_empty(), "no node of that kind");
+    Ok(list[n % list.len()].clone())
+}
+
+/// The nodes `target` names now.
+async fn resolve(c: &Cluster, target: Target) -> anyhow::Result<Vec<String>> {
+    let all = orderers(c);
+    let leader = match target {
+        Target::Leader | Target::Follower(_) => Some(
+            c.wait_leader(CHANNEL, LEADER_WAIT)
+                .await
+                .unwrap_or_else(|_| all[0].clone()),
+        ),
+        _ => None,
+    };
+    Ok(match target {
+        Target::Leader => vec![leader.context("no leader")?],
+        Target::Follower(n) => {
+            let followers: Vec<String> = all
+                .iter()
+                .filter(|o| Some(*o) != leader.as_ref())
+                .cloned()
+                .collect();
+            vec![nth(&followers, n)?]
+        }
+        Target::AllOrderers => all,
+        Target::Orderer(n) => vec![nth(&all, n)?],
+        Target::ConnectedPeer(n) => vec![nth(&peers(c).0, n)?],
+        Target::GossipPeer(n) => vec![nth(&peers(c).1, n)?],
+    })
+}
+
+fn net_of(net: Option<&Net>) -> anyhow::Result<&Net> {
+    net.context("this fault needs the link proxies (a proxied scenario)")
+}
+
+/// Starts `step`'s fault.
+pub async fn apply(c: &mut Cluster, net: Option<&Net>, step: &Step) -> anyhow::Result<Applied> {
+    let targets = resolve(c, step.target).await?;
+    let first = targets[0].clone();
+    let others = |c: &Cluster| -> Vec<String> {
+        orderers(c)
+            .into_iter()
+            .filter(|o| !targets.contains(o))
+            .collect()
+    };
+    let heal = match &step.action {
+        Action::Kill | Action::KillAndWipe => {
+            for t in &targets {
+                let node = c.node(t)?;
+                node.kill();
+                if step.action == Action::KillAndWipe {
+                    node.wipe()?;
+                }
+            }
+            Heal::Start(targets.clone())
+        }
+        Action::Pause => {
+            c.node(&first)?.pause()?;
+            Heal::Resume(first.clone())
+        }
+        Action::RollingRestart => {
+            for t in &targets {
+                c.node(t)?.stop();
+                c.start(t)?;
+                c.wait_ready(RESTART_READY)
+                    .await
+                    .with_context(|| format!("after restarting {t}"))?;
+            }
+            Heal::Nothing
+        }
+        Action::Isolate => {
+            net_of(net)?.isolate(&first);
+            Heal::Net
+        }
+        Action::SplitMinority => {
+            net_of(net)?.split(&[vec![first.clone()], others(c)]);
+            Heal::Net
+        }
+        Action::Bridge => {
+            // The target bridges; the other orderers are split into two sides.
+            let rest = others(c);
+            let (a, b) = rest.split_at(rest.len() / 2);
+            net_of(net)?.bridge(a, b);
+            Heal::Net
+        }
+        Action::OneWayLoss => {
+            let to = nth(&others(c), 0)?;
+            net_of(net)?.one_way(&first, &to);
+            Heal::Net
+        }
+        Action::Delay {
+            latency_ms,
+            jitter_ms,
+        } => {
+            net_of(net)?.delay(&first, *latency_ms, *jitter_ms);
+            Heal::Net
+        }
+        Action::Reset => {
+            net_of(net)?.reset(&first);
+            Heal::Net
+        }
+        Action::CutFromOrg => {
+            let org = first.split('/').next().unwrap_or_default().to_owned();
+            let mates: BTreeSet<String> = c
+                .names(Kind::Peer)
+                .into_iter()
+                .filter(|p| p.starts_with(&format!("{org}/")) && *p != first)
+                .collect();
+            net_of(net)?.cut_between(&first, &mates);
+            Heal::Net
+        }
+        Action::ConsenterRemoveAdd => {
+            consenter_change(c, ConsenterOp::Remove, &first, None).await?;
+            Heal::AddBack(first.clone())
+        }
+        Action::CrashAt(point) => {
+            let node = c.node(&first)?;
+            node.kill();
+            node.set_env("FAILPOINTS", &format!("{point}=return(crash)"));
+            c.start(&first)?;
+            Heal::Start(vec![first.clone()])
+        }
+    };
+    Ok(Applied {
+        kind: step.action.kind(),
+        target: targets.join(","),
+        heal,
+    })
+}
+
+/// How long a consenter change may take to be ordered and carried out.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Removes or adds orderer `name` as a consenter of the channel by a config update signed by
+/// the orgs' admins (as `orderer admin consenter add|remove` does).
+async fn consenter_change(
+    c: &Cluster,
+    op: ConsenterOp,
+    name: &str,
+    joining: Option<&str>,
+) -> anyhow::Result<()> {
+    let network = Network::load(&c.dir.join("net"))?;
+    let current = network.current_config(CHANNEL).await?;
+    let next = network.consenter_change(&current.channel, op, name)?;
+    network
+        .apply(&current, &next, joining, CHANGE_DEADLINE)
+        .await
+        .with_context(|| format!("consenter {} {name}", op.as_str()))?;
+    Ok(())
+}
+
+/// Holds a fault for `hold`; a reset is repeated (connections closed, a moment to reconnect)
+/// every second of it.
+pub async fn hold(net: Option<&Net>, applied: &Applied, hold: Duration) {
+    if applied.kind != "reset" {
+        tokio::time::sleep(hold).await;
+        return;
+    }
+    let end = tokio::time::Instant::now() + hold;
+    while tokio::time::Instant::now() < end {
+        if let Some(net) = net {
+            net.reset(&applied.target);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            net.allow(&applied.target);
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
+
+/// Ends a fault: restarts what it killed (a crash-point node without its failpoint), resumes
+/// what it paused, heals the links.
+pub async fn heal(c: &mut Cluster, net: Option<&Net>, applied: &Applied) -> anyhow::Result<()> {
+    match &applied.heal {
+        Heal::AddBack(name) => {
+            let node = c.node(name)?;
+            node.kill();
+            node.wipe()?;
+            c.start(name)?;
+            consenter_change(c, ConsenterOp::Add, name, Some(name)).await?;
+        }
+        Heal::Start(names) => {
+            for n in names {
+                let node = c.node(n)?;
+                node.clear_env();
+                // A crash point may have ended it already; a node still running is killed
+                // first so it restarts without the failpoint.
+                if node.state() != State::Stopped {
+                    node.kill();
+                }
+                c.start(n)?;
+            }
+        }
+        Heal::Resume(n) => c.node(n)?.resume()?,
+        Heal::Net => {
+            if let Some(net) = net {
+                net.heal();
+            }
+        }
+        Heal::Nothing => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! The scenario workload: SDK clients (endorse → order → wait for the commit) writing keys of
+//! their own with the `kv` chaincode, and one raw Broadcast client sending signed envelopes
+//! straight to the orderers (peers mark them invalid: they carry no endorsement). Every
+//! transaction goes into the [`History`]: submitted, acked (which orderer), committed (block,
+//! code) or failed. Paced to a total rate so a 2-core box running the whole cluster keeps
+//! headroom for the faults' recovery.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use peer::sdk::ClientTls;
+use peer::sdk::Gateway;
+use peer::sdk::Observe;
+use shared_proto::envelope::create_signed_envelope;
+use shared_proto::material::Generated;
+use shared_proto::pb::common::HeaderType;
+use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
+use shared_proto::msp::SigningIdentity;
+use tokio::task::JoinHandle;
+
+use crate::history::History;
+use crate::topology::CHANNEL;
+
+/// How hard the workload pushes.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub sdk_clients: usize,
+    /// Total SDK transactions per second (all clients).
+    pub sdk_rate: f64,
+    /// Raw Broadcast envelopes per second.
+    pub raw_rate: f64,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load {
+            sdk_clients: 4,
+            sdk_rate: 40.0,
+            raw_rate: 10.0,
+        }
+    }
+}
+
+/// The running workload; [`Running::stop`] ends it and waits for every client.
+#[derive(Debug)]
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Records what the SDK reports for one transaction.
+struct Recorder<'a> {
+    history: &'a History,
+    client: &'a str,
+    t0: Instant,
+    /// The last transaction it broadcast (an endorsement retry makes a new one).
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl Observe for Recorder<'_> {
+    fn ordering(&self, tx_id: &str) {
+        self.history
+            .submitted(tx_id, self.client, self.t0.elapsed().as_secs_f64());
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx_id.to_owned());
+    }
+
+    fn acked(&self, tx_id: &str, orderer: &str) {
+        self.history
+            .acked(tx_id, orderer, self.t0.elapsed().as_secs_f64());
+    }
+}
+
+/// Waits until a transaction commits end to end (peers pull blocks once their gossip leader is
+/// elected, some seconds after they start): faults start on a cluster that works.
+pub async fn warm_up(g: &Generated, deadline: Duration) -> anyhow::Result<()> {
+    let org = &g.spec.peer_orgs[0].msp_id;
+    let gw = Gateway::from_network(g, org, "User1", CHANNEL)?;
+    let end = Instant::now() + deadline;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let tried = tokio::time::timeout(
+            left,
+            gw.submit("kv", "put", &[b"warm-up".to_vec(), b"1".to_vec()]),
+        )
+        .await;
+        match tried {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(_)) if Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(Err(e)) => anyhow::bail!("no transaction committed within {deadline:?}: {e}"),
+            Err(_) => anyhow::bail!("no transaction committed within {deadline:?}"),
+        }
+    }
+}
+
+/// Starts the workload against `g`'s network; times are seconds since `t0`.
+pub fn start(g: &Generated, load: Load, history: &History, t0: Instant) -> anyhow::Result<Running> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let orgs: Vec<String> = g.spec.peer_orgs.iter().map(|o| o.msp_id.clone()).collect();
+    let clients = load.sdk_clients.max(1);
+    let every = Duration::from_secs_f64(clients as f64 / load.sdk_rate.max(0.1));
+    for c in 0..clients {
+        let org = &orgs[c % orgs.len()];
+        let gw = Gateway::from_network(g, org, "User1", CHANNEL)?;
+        let (stop, history) = (stop.clone(), history.clone());
+        tasks.push(tokio::spawn(async move {
+            let name = format!("sdk{c}");
+            let mut next = Instant::now();
+            for i in 0u64.. {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let key = format!("{name}-{i}").into_bytes();
+                let recorder = Recorder {
+                    history: &history,
+                    client: &name,
+                    t0,
+                    last: std::sync::Mutex::new(None),
+                };
+                let answer = gw
+                    .submit_observed("kv", "put", &[key, b"v".to_vec()], &recorder)
+                    .await;
+                let t = t0.elapsed().as_secs_f64();
+                match answer {
+                    Ok(s) => history.committed(&s.tx_id, s.block_number, s.code as i32, t),
+                    Err(e) => {
+                        // Failed before anything was broadcast: nothing to record.
+                        let last = recorder
+                            .last
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .take();
+                        if let Some(tx_id) = last {
+                            history.failed(&tx_id, &e.to_string(), t);
+                        }
+                    }
+                }
+                next += every;
+                let now = Instant::now();
+                if next > now {
+                    tokio::time::sleep(next - now).await;
+                } else {
+                    next = now;
+                }
+            }
+        }));
+    }
+    if load.raw_rate > 0.0 {
+        tasks.push(raw_client(g, load.raw_rate, &stop, history, t0)?);
+    }
+    Ok(Running { stop, tasks })
+}
+
+fn raw_client(
+    g: &Generated,
+    rate: f64,
+    stop: &Arc<AtomicBool>,
+    history: &History,
+    t0: Instant,
+) -> anyhow::Result<JoinHandle<()>> {
+    let org = &g.spec.peer_orgs[0].msp_id;
+    let user = g
+        .user(org, "User1")
+        .ok_or_else(|| anyhow::anyhow!("no User1 in {org}"))?;
+    let identity = SigningIdentity::from_pem_files(org, &user.cert, &user.key)?;
+    let tls = ClientTls::from_network(g, org, "User1")?;
+    let orderers: Vec<(String, AtomicBroadcastClient<tonic::transport::Channel>)> = g
+        .spec
+        .orderer_orgs
+        .iter()
+        .flat_map(|o| &o.orderers)
+        .map(|o| {
+            let addr = format!("{}:{}", o.host, o.port);
+            let channel = peer::sdk::channel_to(&addr, &tls)?;
+            Ok((addr, AtomicBroadcastClient::new(channel)))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (stop, history) = (stop.clone(), history.clone());
+    let every = Duration::from_secs_f64(1.0 / rate);
+    Ok(tokio::spawn(async move {
+        let mut next = Instant::now();
+        for i in 0u64.. {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let env = create_signed_envelope(
+                &identity,
+                HeaderType::EndorserTransaction,
+                CHANNEL,
+                format!("raw {i}").into_bytes(),
+                shared_proto::envelope::new_nonce(),
+                now_ms(),
+            );
+            use prost::Message as _;
+            let tx_id = peer::commit::tx_id_of(&env.encode_to_vec()).unwrap_or_default();
+            history.submitted(&tx_id, "raw", t0.elapsed().as_secs_f64());
+            let (addr, client) = &orderers[usize::try_from(i).unwrap_or(0) % orderers.len()];
+            let mut request = tonic::Request::new(env);
+            request.set_timeout(Duration::from_secs(5));
+            match client.clone().submit(request).await {
+                Ok(_) => history.acked(&tx_id, addr, t0.elapsed().as_secs_f64()),
+                Err(s) => history.failed(&tx_id, &format!("{addr}: {s}"), t0.elapsed().as_secs_f64()),
+            }
+            next += every;
+            let now = Instant::now();
+            if next > now {
+                tokio::time::sleep(next - now).await;
+            } else {
+                next = now;
+            }
+        }
+    }))
+}
+
+impl Running {
+    /// Stops every client and waits (bounded) for those in a call to finish it.
+    pub async fn stop(self, deadline: Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        let end = tokio::time::Instant::now() + deadline;
+        for t in self.tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(end, t).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

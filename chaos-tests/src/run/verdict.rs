@@ -1,0 +1,123 @@
+//! After the faults: wait until the cluster settles (every node ready, every member at one
+//! height), then collect what every member holds and run every checker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use std::time::Instant;
+
+use crate::harness::Cluster;
+use crate::harness::State;
+use crate::history::History;
+use crate::report::Checks;
+use crate::report::RunReport;
+use crate::report::TxCounts;
+use crate::topology::CHANNEL;
+
+/// A new block must be committed within this long after the last fault heals.
+pub const LIVENESS_BOUND_S: f64 = 30.0;
+
+/// No check ran (the harness failed before the checkers).
+pub const NOT_CHECKED: Checks = Checks {
+    no_fork: false,
+    chain_valid: false,
+    acked_not_lost: false,
+    no_duplicates: false,
+    peers_agree: false,
+    config_agree: false,
+    live_after_heal: false,
+};
+
+/// What the checkers found.
+#[derive(Debug)]
+pub struct Verdict {
+    pub checks: Checks,
+    pub details: BTreeMap<String, String>,
+    pub txs: TxCounts,
+    pub liveness_after_heal_s: f64,
+    pub final_heights: BTreeMap<String, u64>,
+}
+
+impl Verdict {
+    pub fn fill(self, r: &mut RunReport) {
+        r.passed = self.checks.all_hold();
+        r.checks = self.checks;
+        r.check_details.extend(self.details);
+        r.txs = self.txs;
+        r.liveness_after_heal_s = self.liveness_after_heal_s;
+        r.final_heights = self.final_heights;
+    }
+}
+
+/// Every member's height on the channel (from `/status`), by name.
+pub async fn heights(c: &Cluster) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for n in &c.nodes {
+        if let Ok(s) = n.status().await {
+            if let Some(h) = s["channels"][CHANNEL]["height"].as_u64() {
+                out.insert(n.name().to_owned(), h);
+            }
+        }
+    }
+    out
+}
+
+/// Waits until every node runs, answers `/readyz` and reports the same height; `Err` says
+/// what was still different at the deadline (the checks then judge what there is).
+pub async fn settle(c: &mut Cluster, deadline: Duration) -> Result<(), String> {
+    let end = Instant::now() + deadline;
+    loop {
+        let mut why = Vec::new();
+        for n in &mut c.nodes {
+            if n.state() != State::Running {
+                why.push(format!("{} is not running", n.name()));
+            } else if !n.ready().await {
+                why.push(format!("{} is not ready", n.name()));
+            }
+        }
+        let h = heights(c).await;
+        let distinct: std::collections::BTreeSet<u64> = h.values().copied().collect();
+        if h.len() < c.nodes.len() || distinct.len() > 1 {
+            why.push(format!("heights {h:?}"));
+        }
+        if why.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(why.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Seconds from the last heal to the first commit after it (`None`: none).
+pub fn liveness(commit_times: &[(f64, f64)], last_heal_s: f64) -> Option<f64> {
+    commit_times
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= last_heal_s)
+        .fold(None, |best: Option<f64>, t| Some(best.map_or(t, |b| b.min(t))))
+        .map(|t| t - last_heal_s)
+}
+
+/// TEMPORARY: heights and liveness only.
+pub async fn judge(
+    c: &Cluster,
+    history: &History,
+    last_heal_s: f64,
+    settled: Result<(), String>,
+) -> anyhow::Result<Verdict> {
+    let mut v = Verdict {
+        checks: Checks::ALL_HOLD,
+        details: BTreeMap::new(),
+        txs: TxCounts::default(),
+        liveness_after_heal_s: 0.0,
+        final_heights: heights(c).await,
+    };
+    if let Err(e) = settled {
+        v.details.insert("settle".into(), e);
+    }
+    let live = liveness(&history.commit_times(), last_heal_s);
+    v.liveness_after_heal_s = live.unwrap_or(LIVENESS_BOUND_S);
+    v.checks.live_after_heal = live.is_some_and(|s| s <= LIVENESS_BOUND_S);
+    Ok(v)
+}
