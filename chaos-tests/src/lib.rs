@@ -11,7 +11,9 @@
 //! with the chaos issue.
 
 pub mod bench;
+pub mod check;
 pub mod devnet;
+pub mod history;
 pub mod launcher;
 pub mod node_main;
 pub mod report;
