@@ -42,16 +42,17 @@ impl Lag {
 
 /// Same header hash at every height on every member; a member behind the longest fails unless
 /// `lag` allows it. A member whose block has no header counts as differing.
-pub fn no_fork(chains: &[ChainView], lag: &Lag) -> Check {
+pub fn no_fork<C: AsRef<ChainView>>(chains: &[C], lag: &Lag) -> Check {
     const NAME: &str = "no_fork";
     if chains.is_empty() {
         return Check::fail(NAME, "no chain was collected");
     }
-    let height_max = chains.iter().map(ChainView::height).max().unwrap_or(0);
+    let chains: Vec<&ChainView> = chains.iter().map(AsRef::as_ref).collect();
+    let height_max = chains.iter().map(|c| c.height()).max().unwrap_or(0);
     for height in 0..height_max {
         // (member, hash) of the first member holding this height: what the others must match.
         let mut first: Option<(&str, Option<Hash>)> = None;
-        for chain in chains {
+        for chain in &chains {
             let Some(b) = chain.blocks.get(height as usize) else {
                 continue;
             };
@@ -210,19 +211,19 @@ fn config_update_data(b: &shared_proto::pb::common::Block) -> Option<Vec<u8>> {
 
 /// Every chain passes [`verify_chain`]; the detail names the first member and block that do
 /// not.
-pub fn chain_valid(chains: &[ChainView]) -> Check {
+pub fn chain_valid<C: AsRef<ChainView>>(chains: &[C]) -> Check {
     const NAME: &str = "chain_valid";
     if chains.is_empty() {
         return Check::fail(NAME, "no chain was collected");
     }
     let mut sequences = Vec::new();
     for chain in chains {
-        match verify_chain(chain) {
+        match verify_chain(chain.as_ref()) {
             Ok(v) => sequences.push(v.config.sequence()),
             Err(e) => return Check::fail(NAME, e.to_string()),
         }
     }
-    let blocks: u64 = chains.iter().map(ChainView::height).sum();
+    let blocks: u64 = chains.iter().map(|c| c.as_ref().height()).sum();
     Check::pass(
         NAME,
         format!(
@@ -235,10 +236,10 @@ pub fn chain_valid(chains: &[ChainView]) -> Check {
 
 /// No tx id appears twice in any member's chain (block 0, the genesis config, excluded). The
 /// detail names the member, the tx id and the blocks holding it.
-pub fn no_duplicates(chains: &[ChainView]) -> Check {
+pub fn no_duplicates<C: AsRef<ChainView>>(chains: &[C]) -> Check {
     const NAME: &str = "no_duplicates";
     let mut txs = 0usize;
-    for chain in chains {
+    for chain in chains.iter().map(AsRef::as_ref) {
         let mut seen: HashMap<String, u64> = HashMap::new();
         for (number, b) in chain.blocks.iter().enumerate().skip(1) {
             for env in block::tx_envelopes(b) {

@@ -88,7 +88,7 @@ fn no_fork_catches_a_member_left_behind_unless_lag_is_allowed() {
 
 #[test]
 fn no_fork_with_nothing_collected_fails() {
-    assert!(!no_fork(&[], &Lag::Allowed).passed);
+    assert!(!no_fork::<ChainView>(&[], &Lag::Allowed).passed);
 }
 
 #[test]

@@ -361,7 +361,7 @@ impl Collected {
     /// that could not be read unless `lag` allows that node to be behind; `config_agree` is
     /// over the orderers' configs only when `orderers_only_config`.
     pub fn checks(&self, history: &History, lag: &Lag, orderers_only_config: bool) -> Vec<Check> {
-        let all: Vec<ChainView> = self.orderers.iter().chain(&self.peers).cloned().collect();
+        let all: Vec<&ChainView> = self.orderers.iter().chain(&self.peers).collect();
         let mut no_fork = super::no_fork(&all, lag);
         let missing: Vec<String> = self
             .unreachable
@@ -431,3 +431,7 @@ pub async fn collect(reader: &Reader, nodes: &[NodeView], timeout: Duration) -> 
     out.configs.extend(peer_configs);
     out
 }
+
+#[cfg(test)]
+#[path = "collect_tests.rs"]
+mod tests;

@@ -85,6 +85,12 @@ pub struct ChainView {
     pub blocks: Vec<Block>,
 }
 
+impl AsRef<ChainView> for ChainView {
+    fn as_ref(&self) -> &ChainView {
+        self
+    }
+}
+
 impl ChainView {
     pub fn height(&self) -> u64 {
         self.blocks.len() as u64
