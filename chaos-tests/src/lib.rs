@@ -7,10 +7,12 @@
 //! - `bench` binary: benchmarks with the box's raw limits measured in the same run
 //!   (`validation`, `ordering`, `e2e` on the dev network's topology) and `bench plot`.
 //!
-//! The fault-injection harness (kill, pause, partition under load, invariant checkers) comes
-//! with the chaos issue.
+//! - `chaos` binary: real clusters under faults ([`harness`], [`net`], [`scenario`], [`run`]),
+//!   every transaction in a [`history`], the invariants checked at the end ([`check`]), reports
+//!   and plots ([`report`]); see docs/chaos.md.
 
 pub mod bench;
+pub mod check;
 pub mod devnet;
 pub mod harness;
 pub mod history;
