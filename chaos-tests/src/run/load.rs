@@ -16,9 +16,9 @@ use peer::sdk::Gateway;
 use peer::sdk::Observe;
 use shared_proto::envelope::create_signed_envelope;
 use shared_proto::material::Generated;
+use shared_proto::msp::SigningIdentity;
 use shared_proto::pb::common::HeaderType;
 use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
-use shared_proto::msp::SigningIdentity;
 use tokio::task::JoinHandle;
 
 use crate::history::History;
@@ -54,7 +54,7 @@ pub struct Running {
 /// Records what the SDK reports for one transaction.
 struct Recorder<'a> {
     history: &'a History,
-    client: &'a str,
+    client: usize,
     t0: Instant,
     /// The last transaction it broadcast (an endorsement retry makes a new one).
     last: std::sync::Mutex<Option<String>>,
@@ -121,7 +121,7 @@ pub fn start(g: &Generated, load: Load, history: &History, t0: Instant) -> anyho
                 let key = format!("{name}-{i}").into_bytes();
                 let recorder = Recorder {
                     history: &history,
-                    client: &name,
+                    client: c,
                     t0,
                     last: std::sync::Mutex::new(None),
                 };
@@ -138,8 +138,15 @@ pub fn start(g: &Generated, load: Load, history: &History, t0: Instant) -> anyho
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .take();
+                        // Refused by an orderer: a definite answer. Anything else (no
+                        // orderer answered in time, the commit wait ended) leaves the
+                        // transaction's fate unknown: it may still be in the chain.
                         if let Some(tx_id) = last {
-                            history.failed(&tx_id, &e.to_string(), t);
+                            if matches!(e, peer::sdk::SdkError::Refused(_)) {
+                                history.failed(&tx_id, &e.to_string(), t);
+                            } else {
+                                history.timed_out(&tx_id, &e.to_string(), t);
+                            }
                         }
                     }
                 }
@@ -154,7 +161,7 @@ pub fn start(g: &Generated, load: Load, history: &History, t0: Instant) -> anyho
         }));
     }
     if load.raw_rate > 0.0 {
-        tasks.push(raw_client(g, load.raw_rate, &stop, history, t0)?);
+        tasks.push(raw_client(g, load.raw_rate, clients, &stop, history, t0)?);
     }
     Ok(Running { stop, tasks })
 }
@@ -162,6 +169,7 @@ pub fn start(g: &Generated, load: Load, history: &History, t0: Instant) -> anyho
 fn raw_client(
     g: &Generated,
     rate: f64,
+    client: usize,
     stop: &Arc<AtomicBool>,
     history: &History,
     t0: Instant,
@@ -201,13 +209,26 @@ fn raw_client(
             );
             use prost::Message as _;
             let tx_id = peer::commit::tx_id_of(&env.encode_to_vec()).unwrap_or_default();
-            history.submitted(&tx_id, "raw", t0.elapsed().as_secs_f64());
+            history.submitted(&tx_id, client, t0.elapsed().as_secs_f64());
             let (addr, client) = &orderers[usize::try_from(i).unwrap_or(0) % orderers.len()];
             let mut request = tonic::Request::new(env);
             request.set_timeout(Duration::from_secs(5));
             match client.clone().submit(request).await {
                 Ok(_) => history.acked(&tx_id, addr, t0.elapsed().as_secs_f64()),
-                Err(s) => history.failed(&tx_id, &format!("{addr}: {s}"), t0.elapsed().as_secs_f64()),
+                Err(s) => {
+                    let (why, t) = (format!("{addr}: {s}"), t0.elapsed().as_secs_f64());
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Cancelled
+                            | tonic::Code::Unknown
+                    ) {
+                        history.timed_out(&tx_id, &why, t);
+                    } else {
+                        history.failed(&tx_id, &why, t);
+                    }
+                }
             }
             next += every;
             let now = Instant::now();

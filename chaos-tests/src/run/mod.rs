@@ -172,12 +172,13 @@ async fn drive(
     }
     tokio::time::sleep_until(at(o.duration_s).into()).await;
     workload.stop(LOAD_STOP).await;
+    let run_end_s = t0.elapsed().as_secs_f64();
     if let Some(e) = step_error {
         anyhow::bail!(e);
     }
     let last_heal_s = faults.last().map_or(0.0, |f| f.end_s);
     let settled = verdict::settle(&mut cluster, SETTLE_DEADLINE).await;
-    let v = verdict::judge(&cluster, history, last_heal_s, settled).await;
+    let v = verdict::judge(&cluster, history, last_heal_s, run_end_s, settled).await;
     cluster.stop_all();
     drop(net);
     v

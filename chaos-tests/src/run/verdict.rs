@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
 
+use crate::check;
 use crate::harness::Cluster;
 use crate::harness::State;
 use crate::history::History;
@@ -89,35 +90,50 @@ pub async fn settle(c: &mut Cluster, deadline: Duration) -> Result<(), String> {
     }
 }
 
-/// Seconds from the last heal to the first commit after it (`None`: none).
-pub fn liveness(commit_times: &[(f64, f64)], last_heal_s: f64) -> Option<f64> {
-    commit_times
-        .iter()
-        .map(|(t, _)| *t)
-        .filter(|t| *t >= last_heal_s)
-        .fold(None, |best: Option<f64>, t| Some(best.map_or(t, |b| b.min(t))))
-        .map(|t| t - last_heal_s)
-}
+/// How long reading every member's chain may take.
+const COLLECT_DEADLINE: Duration = Duration::from_secs(120);
 
-/// TEMPORARY: heights and liveness only.
+/// Reads every member's chain, state and config and runs every checker. `run_end_s` is when
+/// the workload stopped (commits are observed until then).
 pub async fn judge(
     c: &Cluster,
     history: &History,
     last_heal_s: f64,
+    run_end_s: f64,
     settled: Result<(), String>,
 ) -> anyhow::Result<Verdict> {
-    let mut v = Verdict {
-        checks: Checks::ALL_HOLD,
-        details: BTreeMap::new(),
-        txs: TxCounts::default(),
-        liveness_after_heal_s: 0.0,
-        final_heights: heights(c).await,
-    };
+    let reader = check::collect::Reader::devnet(&c.generated)?;
+    let collected = check::collect::collect(&reader, &c.views(), COLLECT_DEADLINE).await;
+    let mut checks = Checks::ALL_HOLD;
+    let mut details = BTreeMap::new();
     if let Err(e) = settled {
-        v.details.insert("settle".into(), e);
+        details.insert("settle".into(), e);
     }
-    let live = liveness(&history.commit_times(), last_heal_s);
-    v.liveness_after_heal_s = live.unwrap_or(LIVENESS_BOUND_S);
-    v.checks.live_after_heal = live.is_some_and(|s| s <= LIVENESS_BOUND_S);
-    Ok(v)
+    let found = collected.checks(history, &check::Lag::Fails, false);
+    let live = check::live_after_heal(
+        last_heal_s,
+        &history.commit_times(),
+        LIVENESS_BOUND_S,
+        run_end_s,
+    );
+    for ch in found.iter().chain(std::iter::once(&live.check)) {
+        match ch.name {
+            "no_fork" => checks.no_fork = ch.passed,
+            "chain_valid" => checks.chain_valid = ch.passed,
+            "acked_not_lost" => checks.acked_not_lost = ch.passed,
+            "no_duplicates" => checks.no_duplicates = ch.passed,
+            "peers_agree" => checks.peers_agree = ch.passed,
+            "config_agree" => checks.config_agree = ch.passed,
+            "live_after_heal" => checks.live_after_heal = ch.passed,
+            other => anyhow::bail!("unknown check {other}"),
+        }
+        details.insert(ch.name.to_owned(), ch.detail.clone());
+    }
+    Ok(Verdict {
+        checks,
+        details,
+        txs: history.summary(&collected.index()),
+        liveness_after_heal_s: live.seconds,
+        final_heights: collected.heights(),
+    })
 }
