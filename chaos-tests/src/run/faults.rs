@@ -218,6 +218,71 @@ async fn consenter_change(
     Ok(())
 }
 
+/// Adds a removed orderer back as docs/operations.md says for a node that still runs: the
+/// update adding it is ordered, then the node is restarted (it keeps its data; a removed node
+/// does not restart its Raft by itself), catches up and is promoted.
+async fn add_back(c: &mut Cluster, name: &str) -> anyhow::Result<()> {
+    let network = Network::load(&c.dir.join("net"))?;
+    let current = network.current_config(CHANNEL).await?;
+    let next = network.consenter_change(&current.channel, ConsenterOp::Add, name)?;
+    let sequence = next.sequence;
+    let others: Vec<String> = c
+        .nodes
+        .iter()
+        .filter(|n| n.kind() == Kind::Orderer && n.name() != name)
+        .map(|n| n.view.ops.clone())
+        .collect();
+    // Not `joining`: that fails at once while the node still reports itself removed, which it
+    // does until the restart below.
+    let apply = network.apply(&current, &next, None, CHANGE_DEADLINE);
+    let restart = async {
+        let end = tokio::time::Instant::now() + CHANGE_DEADLINE;
+        'ordered: loop {
+            for ops in &others {
+                if let Ok(s) = crate::launcher::status(ops).await {
+                    if s["channels"][CHANNEL]["config_sequence"].as_u64() >= Some(sequence) {
+                        break 'ordered;
+                    }
+                }
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < end,
+                "config sequence {sequence} not applied within {CHANGE_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.node(name)?.stop();
+        c.start(name)?;
+        anyhow::Ok(())
+    };
+    let (applied, restarted) = tokio::join!(apply, restart);
+    restarted?;
+    applied.with_context(|| format!("consenter add {name}"))?;
+    wait_role(c, name, "consenter", CHANGE_DEADLINE).await
+}
+
+/// Waits until orderer `name` reports `role` on the channel.
+async fn wait_role(c: &Cluster, name: &str, role: &str, deadline: Duration) -> anyhow::Result<()> {
+    let node = c
+        .nodes
+        .iter()
+        .find(|n| n.name() == name)
+        .with_context(|| format!("no node {name}"))?;
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        let last = match node.status().await {
+            Ok(s) if s["channels"][CHANNEL]["role"] == role => return Ok(()),
+            Ok(s) => s["channels"][CHANNEL]["role"].to_string(),
+            Err(e) => e.to_string(),
+        };
+        anyhow::ensure!(
+            tokio::time::Instant::now() < end,
+            "{name} not {role} within {deadline:?} (last: {last})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Holds a fault for `hold`; a reset is repeated (connections closed, a moment to reconnect)
 /// every second of it.
 pub async fn hold(net: Option<&Net>, applied: &Applied, hold: Duration) {
@@ -240,13 +305,7 @@ pub async fn hold(net: Option<&Net>, applied: &Applied, hold: Duration) {
 /// what it paused, heals the links.
 pub async fn heal(c: &mut Cluster, net: Option<&Net>, applied: &Applied) -> anyhow::Result<()> {
     match &applied.heal {
-        Heal::AddBack(name) => {
-            let node = c.node(name)?;
-            node.kill();
-            node.wipe()?;
-            c.start(name)?;
-            consenter_change(c, ConsenterOp::Add, name, Some(name)).await?;
-        }
+        Heal::AddBack(name) => add_back(c, name).await?,
         Heal::Start(names) => {
             for n in names {
                 let node = c.node(n)?;

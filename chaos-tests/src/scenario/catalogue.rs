@@ -199,8 +199,8 @@ pub fn all() -> Vec<Scenario> {
         ),
         repeat(
             "consenter_churn",
-            "Remove a follower from the consenters by config update under load, then wipe it \
-             and add it back (learner, promoted when caught up)",
+            "Remove a follower from the consenters by config update under load, then add it \
+             back and restart it (learner, promoted when caught up)",
             plain,
             Action::ConsenterRemoveAdd,
             &[Target::Follower(0), Target::Follower(1)],

@@ -59,8 +59,8 @@ pub enum Action {
     /// The process crashes at a failpoint (harness builds with `--features failpoints`).
     CrashAt(&'static str),
     /// The target orderer is removed from the consenters by a config update; at the end of
-    /// the hold it is stopped, its data wiped, started again and added back (learner, then
-    /// voter).
+    /// the hold it is added back and restarted (a removed node does not restart its Raft by
+    /// itself: docs/operations.md), then caught up and promoted.
     ConsenterRemoveAdd,
 }
 
