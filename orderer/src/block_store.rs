@@ -18,6 +18,8 @@ use shared_proto::pb::common::Envelope;
 use shared_proto::pb::common::Payload;
 use tokio::sync::watch;
 
+use crate::failpoints::failpoint;
+
 /// A storage failure; the node stops when it sees one on the write path.
 #[derive(Debug, thiserror::Error)]
 pub enum BlockStoreError {
@@ -142,7 +144,9 @@ impl BlockStore {
     pub fn put(&self, number: u64, block: &Block) -> Result<(), BlockStoreError> {
         let mut batch = self.inner.db.batch();
         self.stage(&mut batch, number, block);
+        failpoint!("orderer::block_store_put::before", fjall::Error::from);
         batch.commit()?;
+        failpoint!("orderer::block_store_put::after", fjall::Error::from);
         self.advance()
     }
 

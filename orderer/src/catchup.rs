@@ -3,7 +3,8 @@
 //! (number, hash chain from the last block held, data hash, orderer signatures against
 //! BlockValidation) and stores it. Until the gap is closed the node serves only the blocks it
 //! holds contiguously, and `/readyz` says it is catching up. The others' client endpoints are
-//! dialled through the node's [`Dialer`] (`address_overrides`).
+//! dialled through the node's [`Dialer`] (`address_overrides`). A block this node cannot read
+//! back or write is a storage failure: the node stops, as it does when Raft's storage fails.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,7 @@ pub enum PullError {
         #[source]
         source: block::BlockError,
     },
+    /// Fatal: the node stops.
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -87,6 +89,17 @@ pub async fn run(
                     break;
                 }
                 Ok(_) => {}
+                // A block this node cannot read or write is a storage failure: the node stops
+                // (as when Raft's storage fails) rather than retry it forever with a gap.
+                Err(PullError::Storage(reason)) => {
+                    if !channel.is_stopping() {
+                        registry.report_fatal(format!(
+                            "channel {}: catch-up: storage: {reason}",
+                            channel.id
+                        ));
+                    }
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(channel = %channel.id, error = %e, "catch-up attempt failed")
                 }

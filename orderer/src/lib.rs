@@ -36,6 +36,7 @@ pub mod cli;
 pub mod consensus;
 pub mod cutter;
 pub mod deliver;
+pub mod failpoints;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -14,6 +14,9 @@ use crate::node::NodeError;
 pub enum ProcessError {
     #[error("{0}")]
     Config(#[from] ConfigError),
+    #[cfg(feature = "failpoints")]
+    #[error("{0}")]
+    Failpoints(#[from] shared_proto::failpoints::FailpointsError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
     #[error("{0}")]
@@ -31,6 +34,8 @@ pub fn load_config(path: &Path) -> Result<OrdererConfig, ConfigError> {
 pub fn run_from_file(path: &Path, ansi: bool) -> Result<(), ProcessError> {
     let config = load_config(path)?;
     shared_proto::process::init_tracing(&config.log, ansi);
+    #[cfg(feature = "failpoints")]
+    shared_proto::failpoints::init_from_env()?;
     shared_proto::process::block_on_node(async {
         let listeners = crate::node::Listeners::bind(&config).await?;
         crate::node::run(config, listeners, shared_proto::process::terminate()).await?;

@@ -34,6 +34,7 @@ pub mod commit;
 pub mod deliver_client;
 pub mod endorser;
 pub mod events;
+pub mod failpoints;
 pub mod gossip;
 pub mod ledger;
 pub mod metrics;

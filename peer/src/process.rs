@@ -18,6 +18,9 @@ pub enum ProcessError {
     Config(#[from] ConfigError),
     #[error("external chaincodes: {0}")]
     Chaincode(#[from] ChaincodeError),
+    #[cfg(feature = "failpoints")]
+    #[error("{0}")]
+    Failpoints(#[from] shared_proto::failpoints::FailpointsError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
     #[error("{0}")]
@@ -42,6 +45,8 @@ pub fn chaincodes(config: &PeerConfig) -> Result<ChaincodeRegistry, ChaincodeErr
 pub fn run_from_file(path: &Path, ansi: bool) -> Result<(), ProcessError> {
     let config = load_config(path)?;
     shared_proto::process::init_tracing(&config.log, ansi);
+    #[cfg(feature = "failpoints")]
+    shared_proto::failpoints::init_from_env()?;
     shared_proto::process::block_on_node(async {
         let registry = chaincodes(&config)?;
         let listeners = crate::node::Listeners::bind(&config).await?;

@@ -16,6 +16,8 @@
 //! - [`process`]: what both node processes do around their node (logging, stop signal).
 //! - [`node_config`]: the orderer and peer config files (TOML + environment overrides).
 //! - [`dial`]: connecting to another node: `address_overrides` applied, TLS name kept.
+//! - `failpoints` (feature `failpoints`, harness builds only): crash points and injected
+//!   write errors at the nodes' durable steps, armed from `FAILPOINTS`.
 //!
 //! Promises: every rule here is defined once and used by both sides; every decoder returns a
 //! typed error on any byte string and never panics.
@@ -25,6 +27,8 @@ pub mod channel;
 pub mod config_update;
 pub mod dial;
 pub mod envelope;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod hash;
 pub mod material;
 pub mod msp;

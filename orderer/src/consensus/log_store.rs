@@ -10,6 +10,7 @@ use std::ops::Bound;
 use std::ops::RangeBounds;
 
 use crate::block_store::keyspace_options;
+use crate::failpoints::failpoint;
 use fjall::Database;
 use fjall::Keyspace;
 use fjall::PersistMode;
@@ -58,6 +59,10 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write_logs(&e).into()
 }
 
+fn write_vote_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_vote(&e).into()
+}
+
 impl LogStore {
     /// The keyspaces a channel's Raft log uses (deleted when the channel is removed).
     pub fn keyspace_names(channel_id: &str) -> Vec<String> {
@@ -94,6 +99,7 @@ impl LogStore {
     where
         I: IntoIterator<Item = Entry>,
     {
+        failpoint!("orderer::raft_log_append::before", write_err);
         let mut batch = self.db.batch();
         for entry in entries {
             let value = encode(&entry).map_err(write_err)?;
@@ -102,10 +108,13 @@ impl LogStore {
         let db = self.db.clone();
         blocking(move || {
             batch.commit()?;
+            failpoint!("orderer::raft_log_append::before_fsync", fjall::Error::from);
             db.persist(PersistMode::SyncData)
         })
         .await
-        .map_err(write_err)
+        .map_err(write_err)?;
+        failpoint!("orderer::raft_log_append::after", write_err);
+        Ok(())
     }
 
     /// Makes the log consistent with the state machine's durable state (`applied`) before Raft
@@ -249,14 +258,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
-        let value = encode(vote).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
+        let value = encode(vote).map_err(write_vote_err)?;
+        failpoint!("orderer::raft_vote_save::before", write_vote_err);
         let this = self.clone();
         blocking(move || {
             this.meta.insert(VOTE, value)?;
             this.db.persist(PersistMode::SyncAll)
         })
         .await
-        .map_err(|e| StorageIOError::write_vote(&e).into())
+        .map_err(write_vote_err)?;
+        failpoint!("orderer::raft_vote_save::after", write_vote_err);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {

@@ -59,6 +59,7 @@ use crate::block_store::BlockStore;
 use crate::block_store::BlockStoreError;
 use crate::cutter::BatchLimits;
 use crate::cutter::BlockCutter;
+use crate::failpoints::failpoint;
 
 const SNAPSHOT: &[u8] = b"snapshot";
 
@@ -339,6 +340,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
+        failpoint!("orderer::sm_apply::before", sm_write);
         let mut wb = self.db.batch();
         let mut responses = Vec::new();
         for entry in entries {
@@ -398,9 +400,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             responses.push(response);
         }
         if !wb.is_empty() {
+            failpoint!("orderer::block_store_write::before", sm_write);
             wb.commit().map_err(sm_write)?;
+            failpoint!("orderer::block_store_write::after", sm_write);
             self.store.advance().map_err(sm_write)?;
         }
+        failpoint!("orderer::sm_apply::after", sm_write);
         self.status.send_replace(self.status());
         Ok(responses)
     }
@@ -424,6 +429,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let data = snapshot.into_inner();
+        failpoint!("orderer::snapshot_install::before", sm_write);
         let state: SmState = decode(&data).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
         })?;
@@ -447,6 +453,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
         })?;
         self.db.persist(PersistMode::SyncAll).map_err(sm_write)?;
+        failpoint!("orderer::snapshot_install::after", sm_write);
         tracing::info!(
             channel = %self.channel_id,
             next_block = self.state.next_block,
@@ -506,6 +513,7 @@ impl std::fmt::Debug for SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        failpoint!("orderer::snapshot_build::before", sm_write);
         // The blocks this state describes become durable before the state does.
         self.db.persist(PersistMode::SyncAll).map_err(sm_write)?;
         let data = encode(&self.state).map_err(sm_write)?;
@@ -525,6 +533,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let kept = store_unless_older(&self.meta, &self.lock, &built)?.unwrap_or(built);
         // The snapshot is the durable state: it must be on disk before Raft purges below it.
         self.db.persist(PersistMode::SyncData).map_err(sm_write)?;
+        failpoint!("orderer::snapshot_build::after", sm_write);
         Ok(Snapshot {
             meta: kept.meta,
             snapshot: Box::new(Cursor::new(kept.data)),

@@ -19,6 +19,7 @@ use super::StateWrite;
 use super::TxRecord;
 use super::Version;
 use super::VersionedValue;
+use crate::failpoints::failpoint;
 
 const SAVEPOINT: &[u8] = b"savepoint";
 
@@ -234,7 +235,9 @@ impl Ledger {
             }
         }
         batch.insert(&inner.meta, SAVEPOINT, (number + 1).to_be_bytes());
+        failpoint!("peer::commit_batch::before", fjall::Error::from);
         batch.commit()?;
+        failpoint!("peer::commit_batch::after", fjall::Error::from);
         inner.height.send_replace(number + 1);
         Ok(())
     }
