@@ -205,6 +205,50 @@ fn chain_valid_catches_a_config_block_that_does_not_follow_the_config_in_force()
 }
 
 #[test]
+fn chain_valid_catches_a_block_signed_under_the_rule_a_config_block_replaced() {
+    // Block 2 (config) makes BlockValidation require two distinct orderers. Block 3 carries
+    // two signatures, block 4 only one: valid under the genesis rule, not under the rule in
+    // force, so only a verifier that follows block 2 refuses it.
+    let mut c = ChainBuilder::new();
+    c.txs(1);
+    let mut next = c.config.clone();
+    next.sequence += 1;
+    let rule = next
+        .policies
+        .iter_mut()
+        .find(|p| p.name == shared_proto::channel::BLOCK_VALIDATION)
+        .and_then(|p| p.policy.as_mut())
+        .unwrap();
+    rule.rule = "OutOf(2, 'OrdererMSP.orderer', 'OrdererMSP.orderer')".into();
+    c.config_block(&next);
+    let mut two = signed_block(c.blocks.last().unwrap(), vec![tx().0], 2, 0);
+    block::sign_block(&mut two, crate::topology::CHANNEL, &net().orderers[1]);
+    c.blocks.push(two);
+    let holds = chain_valid(&[view("orderer1", &c.blocks)]);
+    assert!(holds.passed, "{}", holds.detail);
+
+    c.push(vec![tx().0], false, 0);
+    let genesis_rule = shared_proto::channel::Channel::from_config_block(&net().genesis).unwrap();
+    let one = block::verify_block(
+        &genesis_rule,
+        &c.blocks[4],
+        block::Expected::after(3, block::header_hash(&c.blocks[3]).unwrap()),
+        shared_proto::msp::ANY_TIME,
+    );
+    assert!(
+        one.is_ok(),
+        "block 4 is valid under the genesis rule: {one:?}"
+    );
+    let check = chain_valid(&[view("orderer1", &c.blocks)]);
+    assert!(!check.passed);
+    assert!(
+        check.detail.contains("orderer1: block 4") && check.detail.contains("BlockValidation"),
+        "{}",
+        check.detail
+    );
+}
+
+#[test]
 fn chain_valid_catches_a_peer_copy_with_codes_missing() {
     let mut peer = annotated("Org1MSP/peer0", &valid_chain().blocks, 0);
     block::set_validation_codes(&mut peer.blocks[1], &[0]);
