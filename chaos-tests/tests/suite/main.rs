@@ -1,7 +1,11 @@
 //! The chaos harness's integration tests, one binary (one linked copy of the nodes instead of one
 //! per file: CI's disk is finite). Run one module with `cargo test -p chaos-tests --test suite MODULE::`.
+//! `crash_points` is compiled only with `--features failpoints` (its node processes, this crate's
+//! `devnet` binary, must carry the failpoints).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "failpoints")]
+mod crash_points;
 mod devnet_verbs;
 mod peer_kill;
 mod shutdown;
