@@ -83,7 +83,11 @@ pub async fn settle(c: &mut Cluster, deadline: Duration) -> Result<(), String> {
         // Envelopes ordered (acknowledged) but not yet cut into a block: the chain is not
         // final yet (crash_at_apply, seed 1: a transaction acked 30 ms before the settle
         // was missing from the chains read at equal heights).
-        for n in c.nodes.iter().filter(|n| n.kind() == crate::launcher::Kind::Orderer) {
+        for n in c
+            .nodes
+            .iter()
+            .filter(|n| n.kind() == crate::launcher::Kind::Orderer)
+        {
             if let Ok(s) = n.status().await {
                 let pending = s["channels"][CHANNEL]["pending"].as_u64().unwrap_or(0);
                 if pending > 0 {
