@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod devnet_verbs;
+mod net_faults;
 mod peer_kill;
 mod shutdown;
 
