@@ -7,7 +7,7 @@
 #     writes: tls.crt, tls.key, ca.crt (the issuing CA: the org's TLS CA, resp. its CA).
 #   - A patch setting the StatefulSet's replicas and its projected `secrets` volume.
 # Two networks: `weft3` (3 orderers, Org1MSP and Org2MSP with 2 peers each, peer-1
-# gossip-only) for overlays orderers-3 and peer-org (Org1MSP), `weft5` (5 orderers, same
+# gossip-only) for overlays orderers-3, peer-org (Org1MSP) and peer-org2 (Org2MSP), `weft5` (5 orderers, same
 # orgs) for orderers-5. Hosts are the headless Services' per-pod names in NAMESPACE.
 #
 #   NAMESPACE=weft CLUSTER_DOMAIN=cluster.local deploy/k8s/material.sh [--force]
@@ -69,9 +69,10 @@ done
 python3 "$here/material_layout.py" "$work/weft3" orderer OrdererMSP "" "$here/overlays/orderers-3/material"
 python3 "$here/material_layout.py" "$work/weft5" orderer OrdererMSP "" "$here/overlays/orderers-5/material"
 python3 "$here/material_layout.py" "$work/weft3" peer Org1MSP org1- "$here/overlays/peer-org/material"
+python3 "$here/material_layout.py" "$work/weft3" peer Org2MSP org2- "$here/overlays/peer-org2/material"
 # The material an operator's `orderer admin --network DIR` / `peer invoke --network DIR` needs.
 for n in 3 5; do
   rm -rf "$here/overlays/orderers-$n/material/network"
   cp -a "$work/weft$n" "$here/overlays/orderers-$n/material/network"
 done
-echo "material written: overlays/{orderers-3,orderers-5,peer-org}/material (namespace $ns, domain $domain)"
+echo "material written: overlays/{orderers-3,orderers-5,peer-org,peer-org2}/material (namespace $ns, domain $domain)"

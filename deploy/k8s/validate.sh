@@ -18,7 +18,7 @@ fi
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 status=0
-for overlay in orderers-3 orderers-5 peer-org monitoring; do
+for overlay in orderers-3 orderers-5 peer-org peer-org2 monitoring; do
   kubectl kustomize "$here/overlays/$overlay" >"$out/$overlay.yaml"
   kinds="$(grep -c '^kind:' "$out/$overlay.yaml")"
   log="$out/$overlay.log"
