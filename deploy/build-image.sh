@@ -10,17 +10,23 @@
 #
 #   deploy/build-image.sh            # build, print the size
 #   SKIP_CARGO=1 deploy/build-image.sh   # reuse the binaries already in $CARGO_TARGET_DIR/release
+#   PROFILE=debug deploy/build-image.sh  # from a debug build (CI: saves a cold release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE="${IMAGE:-weft:dev}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 UID_GID=10001
+PROFILE="${PROFILE:-release}"
 
 docker info >/dev/null 2>&1 || { echo "build-image: no Docker engine answers (docker info failed)" >&2; exit 1; }
 
 if [[ -z "${SKIP_CARGO:-}" ]]; then
-  cargo build --release -p orderer -p peer --bin orderer --bin peer
+  if [[ "$PROFILE" == release ]]; then
+    cargo build --release -p orderer -p peer --bin orderer --bin peer
+  else
+    cargo build -p orderer -p peer --bin orderer --bin peer
+  fi
 fi
 
 ctx="$(mktemp -d)"
@@ -30,7 +36,7 @@ mkdir -p "$root/usr/local/bin" "$root/etc" "$ctx/data"
 
 for bin in orderer peer; do
   # Debug info stays in the build dir; the image carries stripped binaries.
-  objcopy --strip-debug "$TARGET/release/$bin" "$root/usr/local/bin/$bin"
+  objcopy --strip-debug "$TARGET/$PROFILE/$bin" "$root/usr/local/bin/$bin"
 done
 
 # Every library the binaries load, at the path the loader looks for it, and the loader.

@@ -11,6 +11,8 @@
 #     up, tear down. Skipped with a message when no Docker engine answers.
 #
 #   deploy/ci-check.sh [k8s|compose]   # default: both
+#   PROFILE=debug deploy/ci-check.sh     # image and material tools from a debug build (a cold
+#                                        # release build takes ~25 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"

@@ -13,9 +13,10 @@ if [[ -e "$net/network.toml" ]]; then
   echo "material exists: $net (down.sh --wipe starts over)"
   exit 0
 fi
-devnet="${DEVNET:-$target/release/devnet}"
+profile="${PROFILE:-release}"
+devnet="${DEVNET:-$target/$profile/devnet}"
 if [[ ! -x "$devnet" ]]; then
-  (cd "$repo" && cargo build --release -q -p chaos-tests --bin devnet)
+  (cd "$repo" && if [[ "$profile" == release ]]; then cargo build --release -q -p chaos-tests --bin devnet; else cargo build -q -p chaos-tests --bin devnet; fi)
 fi
 "$devnet" generate --spec "$here/network.toml" --out "$net"
 # The containers run as 10001 and read their keys; root may hand them over, others make the

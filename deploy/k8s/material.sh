@@ -17,14 +17,15 @@ repo="$(cd "$here/../.." && pwd)"
 ns="${NAMESPACE:-weft}"
 domain="${CLUSTER_DOMAIN:-cluster.local}"
 target="${CARGO_TARGET_DIR:-$repo/target}"
-devnet="${DEVNET:-$target/release/devnet}"
+profile="${PROFILE:-release}"
+devnet="${DEVNET:-$target/$profile/devnet}"
 
 if [[ -e "$here/overlays/orderers-3/material/kustomization.yaml" && "${1:-}" != --force ]]; then
   echo "material exists (overlays/*/material; --force regenerates)"
   exit 0
 fi
 if [[ ! -x "$devnet" ]]; then
-  (cd "$repo" && cargo build --release -q -p chaos-tests --bin devnet)
+  (cd "$repo" && if [[ "$profile" == release ]]; then cargo build --release -q -p chaos-tests --bin devnet; else cargo build -q -p chaos-tests --bin devnet; fi)
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
