@@ -232,6 +232,16 @@ async fn log_store_reopens_with_its_vote_entries_and_purge_point() {
         raft.initialize(BTreeMap::from([(1, BasicNode::new("127.0.0.1:1"))]))
             .await
             .unwrap();
+        // A write right after initialize can meet a node that has not elected itself yet
+        // (ForwardToLeader with no leader; failed about 1 run in 10): wait for it to lead.
+        let mut leading = raft.metrics();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            leading.wait_for(|m| m.current_leader == Some(1)),
+        )
+        .await
+        .expect("a single-node cluster elects itself within 10 s")
+        .unwrap();
         for i in 0..20u32 {
             raft.client_write(Request::Envelopes(vec![tx(&f, &i.to_be_bytes())]))
                 .await
