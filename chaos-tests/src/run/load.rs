@@ -150,13 +150,7 @@ pub fn start(g: &Generated, load: Load, history: &History, t0: Instant) -> anyho
                         }
                     }
                 }
-                next += every;
-                let now = Instant::now();
-                if next > now {
-                    tokio::time::sleep(next - now).await;
-                } else {
-                    next = now;
-                }
+                pace(&mut next, every).await;
             }
         }));
     }
@@ -230,13 +224,7 @@ fn raw_client(
                     }
                 }
             }
-            next += every;
-            let now = Instant::now();
-            if next > now {
-                tokio::time::sleep(next - now).await;
-            } else {
-                next = now;
-            }
+            pace(&mut next, every).await;
         }
     }))
 }
@@ -252,6 +240,18 @@ impl Running {
                 abort.abort();
             }
         }
+    }
+}
+
+/// Waits until the next send is due (`every` after the last one's slot); a client that fell
+/// behind starts afresh instead of bursting to catch up.
+async fn pace(next: &mut Instant, every: Duration) {
+    *next += every;
+    let now = Instant::now();
+    if *next > now {
+        tokio::time::sleep(*next - now).await;
+    } else {
+        *next = now;
     }
 }
 
