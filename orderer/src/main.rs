@@ -32,6 +32,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Exit 0 when the node's ops endpoint answers 200 on /healthz (or /readyz with --ready);
+    /// for container health checks (the image has no shell or curl).
+    Health {
+        /// The node's ops address, host:port.
+        #[arg(long, value_name = "ADDR")]
+        ops: String,
+        /// Check /readyz (ready to serve) instead of /healthz (the process serves).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Operate a running network over the Admin API and config updates: status, channel
     /// list|join|remove, consenter add|remove|replace, config show|update.
     Admin(orderer::cli::AdminArgs),
@@ -45,6 +55,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Admin(args) => orderer::cli::run_admin(args),
+        Command::Health { ops, ready } => match shared_proto::process::probe_ops(&ops, ready) {
+            Ok(body) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { config } => match load(&config) {
             Ok(cfg) => {
                 println!(

@@ -45,6 +45,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Exit 0 when the node's ops endpoint answers 200 on /healthz (or /readyz with --ready);
+    /// for container health checks (the image has no shell or curl).
+    Health {
+        /// The node's ops address, host:port.
+        #[arg(long, value_name = "ADDR")]
+        ops: String,
+        /// Check /readyz (ready to serve) instead of /healthz (the process serves).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Endorse, order and commit one transaction; prints its tx id, block and validation code.
     Invoke(Call),
     /// Run a chaincode function read-only on a peer; prints its result.
@@ -158,7 +168,9 @@ fn gateway(who: &Client) -> anyhow::Result<Gateway> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::CheckConfig { .. } | Command::Start { .. } => unreachable_command(),
+        Command::CheckConfig { .. } | Command::Start { .. } | Command::Health { .. } => {
+            unreachable_command()
+        }
         Command::Invoke(call) => {
             let gw = gateway(&call.who)?;
             let args: Vec<Vec<u8>> = call.args.iter().map(|a| a.clone().into_bytes()).collect();
@@ -424,6 +436,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Health { ops, ready } => shared_proto::process::probe_ops(&ops, ready)
+            .map(|body| println!("{body}"))
+            .map_err(|e| anyhow::anyhow!("unhealthy: {e}")),
         Command::CheckConfig { config } => load(&config).map(|cfg| {
             println!(
                 "{} is valid: peer {} of {} in network {:?}",
