@@ -9,7 +9,8 @@
 //!
 //! - `chaos` binary: real clusters under faults ([`harness`], [`net`], [`scenario`], [`run`]),
 //!   every transaction in a [`history`], the invariants checked at the end ([`check`]), reports
-//!   and plots ([`report`]); see docs/chaos.md.
+//!   and plots ([`report`]), and `chaos mutants` showing the checks catch planted bugs
+//!   ([`mutants`]); see docs/chaos.md.
 
 pub mod bench;
 pub mod check;
@@ -17,6 +18,7 @@ pub mod devnet;
 pub mod harness;
 pub mod history;
 pub mod launcher;
+pub mod mutants;
 pub mod net;
 pub mod node_main;
 pub mod report;

@@ -21,6 +21,8 @@ pub enum ProcessError {
     #[cfg(feature = "failpoints")]
     #[error("{0}")]
     Failpoints(#[from] shared_proto::failpoints::FailpointsError),
+    #[error(transparent)]
+    Mutant(#[from] shared_proto::mutants::UnknownMutant),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
     #[error("{0}")]
@@ -47,6 +49,7 @@ pub fn run_from_file(path: &Path, ansi: bool) -> Result<(), ProcessError> {
     shared_proto::process::init_tracing(&config.log, ansi);
     #[cfg(feature = "failpoints")]
     shared_proto::failpoints::init_from_env()?;
+    shared_proto::mutants::init_from_env()?;
     shared_proto::process::block_on_node(async {
         let registry = chaincodes(&config)?;
         let listeners = crate::node::Listeners::bind(&config).await?;

@@ -32,6 +32,7 @@ pub mod failpoints;
 pub mod hash;
 pub mod material;
 pub mod msp;
+pub mod mutants;
 pub mod node_config;
 pub mod policy;
 pub mod process;

@@ -4,6 +4,7 @@
 //! chaos list
 //! chaos run --scenario NAME --seed N --duration SECS --out DIR
 //! chaos suite --seeds K --duration SECS --out DIR [--scenarios a,b,...]
+//! chaos mutants --out DIR [--seed N] [--duration SECS] [--only a,b]   (build with --features mutants)
 //! chaos node orderer|peer --config FILE      (how the harness starts each node)
 //! ```
 //!
@@ -58,6 +59,19 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
     },
+    /// Each planted bug (a build with `--features mutants`) against the scenarios that should
+    /// catch it; OUT/mutants.json says which caught it and after how long.
+    Mutants {
+        #[arg(long, default_value = "chaos-mutants")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Comma-separated mutant names (default: all).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Run one node in this process (how the harness starts its nodes).
     Node {
         /// orderer or peer
@@ -95,6 +109,12 @@ fn main() -> std::process::ExitCode {
             out,
             scenarios,
         } => block_on(suite(seeds, duration, out, scenarios)),
+        Command::Mutants {
+            out,
+            seed,
+            duration,
+            only,
+        } => mutants(out, seed, duration, &only),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
@@ -160,8 +180,35 @@ fn options(
         dir,
         exe: node_exe()?,
         load: run::load::Load::default(),
-        mutant: None,
+        // Set by `chaos mutants` for its child runs; the nodes read it themselves.
+        mutant: std::env::var(shared_proto::mutants::ENV)
+            .ok()
+            .filter(|m| !m.is_empty()),
     })
+}
+
+fn mutants(out: PathBuf, seed: u64, duration: f64, only: &[String]) -> anyhow::Result<bool> {
+    let only = only
+        .iter()
+        .map(|n| {
+            shared_proto::mutants::Mutant::from_name(n)
+                .ok_or_else(|| shared_proto::mutants::UnknownMutant(n.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = chaos_tests::mutants::run_all(&chaos_tests::mutants::MutantsOptions {
+        exe: std::env::current_exe().context("finding this executable")?,
+        out: out.clone(),
+        seed,
+        duration_s: duration,
+        only,
+    })?;
+    let caught = report.mutants.iter().filter(|m| m.caught).count();
+    println!(
+        "mutants: {caught} of {} caught; {}",
+        report.mutants.len(),
+        out.join(chaos_tests::report::MUTANTS_JSON).display()
+    );
+    Ok(caught == report.mutants.len())
 }
 
 /// The executable the nodes run: this very image (`/proc/self/exe` still runs it when a

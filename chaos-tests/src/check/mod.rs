@@ -14,6 +14,8 @@
 //! | [`peers_agree`] | peers have identical validation codes per block and, at equal heights, equal state hashes | [`PeerStateView`]s |
 //! | [`config_agree`] | every node has the same config sequence and consenter set | [`ConfigView`]s |
 //! | [`live_after_heal`] | a transaction committed VALID within a bound after the last heal | history's commit times |
+//! | [`balances_conserved`] | every peer's token balances of the workload's accounts add up to what was minted | [`BalancesView`]s |
+//! | [`forged_contained`] | no peer but the one forged gossip blocks were sent to refused a block | each peer's `blocks_refused` metric |
 //!
 //! Every checker returns a [`Check`] whose `detail` names the first offending member, height or
 //! tx, so a failed run says where to look. Promises: checkers are pure (no IO, no clock) and
@@ -23,6 +25,8 @@
 mod agree;
 mod chain;
 pub mod collect;
+pub mod probe;
+mod state;
 mod txs;
 
 #[cfg(test)]
@@ -42,6 +46,9 @@ pub use chain::verify_chain;
 pub use chain::ChainFault;
 pub use chain::Lag;
 pub use chain::VerifiedChain;
+pub use state::balances_conserved;
+pub use state::forged_contained;
+pub use state::BalancesView;
 pub use txs::acked_not_lost;
 pub use txs::ChainIndex;
 pub use txs::TxPlace;

@@ -59,6 +59,11 @@ impl Node {
         self.env.push((key.to_owned(), value.to_owned()));
     }
 
+    /// Removes one variable of the extra environment.
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     /// Clears the extra environment.
     pub fn clear_env(&mut self) {
         self.env.clear();

@@ -91,6 +91,10 @@ pub struct Checks {
     pub config_agree: bool,
     /// After the faults healed, a fresh write committed everywhere before the deadline.
     pub live_after_heal: bool,
+    /// Every peer's token balances add up to what was minted (no lost update).
+    pub balances_conserved: bool,
+    /// Forged gossip blocks were refused by the peer they were sent to and reached no other.
+    pub forged_contained: bool,
 }
 
 impl Checks {
@@ -103,10 +107,12 @@ impl Checks {
         peers_agree: true,
         config_agree: true,
         live_after_heal: true,
+        balances_conserved: true,
+        forged_contained: true,
     };
 
     /// Each check under its JSON key, in the order.
-    pub fn named(&self) -> [(&'static str, bool); 7] {
+    pub fn named(&self) -> [(&'static str, bool); 9] {
         [
             ("no_fork", self.no_fork),
             ("chain_valid", self.chain_valid),
@@ -115,6 +121,8 @@ impl Checks {
             ("peers_agree", self.peers_agree),
             ("config_agree", self.config_agree),
             ("live_after_heal", self.live_after_heal),
+            ("balances_conserved", self.balances_conserved),
+            ("forged_contained", self.forged_contained),
         ]
     }
 

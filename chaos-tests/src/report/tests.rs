@@ -189,6 +189,8 @@ fn run_report_round_trips_with_every_issue_key_and_its_json_type() {
         "peers_agree",
         "config_agree",
         "live_after_heal",
+        "balances_conserved",
+        "forged_contained",
     ] {
         assert!(
             is_bool(&json["checks"][key]),

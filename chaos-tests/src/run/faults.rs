@@ -38,6 +38,8 @@ enum Heal {
     AddBack(String),
     Start(Vec<String>),
     Resume(String),
+    /// Stop the forger.
+    Forger(tokio::task::AbortHandle),
     Net,
     Nothing,
 }
@@ -182,6 +184,20 @@ pub async fn apply(c: &mut Cluster, net: Option<&Net>, step: &Step) -> anyhow::R
             consenter_change(c, ConsenterOp::Remove, &first, None).await?;
             Heal::AddBack(first.clone())
         }
+        Action::ForgeGossip => Heal::Forger(super::forge::start(c, &first).await?),
+        Action::PowerCut => {
+            for t in &targets {
+                let node = c.node(t)?;
+                node.kill();
+                let dropped = super::powercut::cut(&node.data_dir)
+                    .with_context(|| format!("cutting the power of {t}"))?;
+                println!(
+                    "    power cut {t}: {} bytes past the last fsync dropped from {} files (preallocated space included)",
+                    dropped.bytes, dropped.files
+                );
+            }
+            Heal::Start(targets.clone())
+        }
         Action::CrashAt(point) => {
             let node = c.node(&first)?;
             node.kill();
@@ -309,7 +325,7 @@ pub async fn heal(c: &mut Cluster, net: Option<&Net>, applied: &Applied) -> anyh
         Heal::Start(names) => {
             for n in names {
                 let node = c.node(n)?;
-                node.clear_env();
+                node.remove_env("FAILPOINTS");
                 // A crash point may have ended it already; a node still running is killed
                 // first so it restarts without the failpoint.
                 if node.state() != State::Stopped {
@@ -319,6 +335,7 @@ pub async fn heal(c: &mut Cluster, net: Option<&Net>, applied: &Applied) -> anyh
             }
         }
         Heal::Resume(n) => c.node(n)?.resume()?,
+        Heal::Forger(task) => task.abort(),
         Heal::Net => {
             if let Some(net) = net {
                 net.heal();

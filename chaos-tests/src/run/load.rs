@@ -1,6 +1,9 @@
-//! The scenario workload: SDK clients (endorse → order → wait for the commit) writing keys of
-//! their own with the `kv` chaincode, and one raw Broadcast client sending signed envelopes
-//! straight to the orderers (peers mark them invalid: they carry no endorsement). Every
+//! The scenario workload: SDK clients (endorse → order → wait for the commit), half writing
+//! keys of their own with the `kv` chaincode and half transferring between a few `token`
+//! accounts (concurrent transfers read the same balances, so some fail the MVCC check and
+//! the sum of the balances must stay what was minted), and one raw Broadcast client sending
+//! signed envelopes straight to the orderers (peers mark them invalid: they carry no
+//! endorsement), every fourth to two orderers at once as a hedging client does. Every
 //! transaction goes into the [`History`]: submitted, acked (which orderer), committed (block,
 //! code) or failed. Paced to a total rate so a 2-core box running the whole cluster keeps
 //! headroom for the faults' recovery.
@@ -90,13 +93,70 @@ pub async fn warm_up(g: &Generated, deadline: Duration) -> anyhow::Result<()> {
         )
         .await;
         match tried {
-            Ok(Ok(_)) => return Ok(()),
+            Ok(Ok(_)) => return mint_accounts(&gw).await,
             Ok(Err(_)) if Instant::now() < end => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Ok(Err(e)) => anyhow::bail!("no transaction committed within {deadline:?}: {e}"),
             Err(_) => anyhow::bail!("no transaction committed within {deadline:?}"),
         }
+    }
+}
+
+/// The token accounts the transfer clients move funds between (few, and every transfer
+/// touches the first, so that concurrent transfers read the same keys and some must fail the
+/// MVCC check).
+pub const ACCOUNTS: [&str; 4] = ["acct0", "acct1", "acct2", "acct3"];
+/// What each account is minted before the faults; transfers conserve the sum.
+pub const MINT_EACH: u64 = 1_000_000;
+
+/// Mints every account of [`ACCOUNTS`] once, before the faults (each must commit VALID: the
+/// conservation check counts on knowing the total).
+async fn mint_accounts(gw: &Gateway) -> anyhow::Result<()> {
+    for account in ACCOUNTS {
+        let minted = tokio::time::timeout(
+            Duration::from_secs(60),
+            gw.submit(
+                "token",
+                "mint",
+                &[
+                    account.as_bytes().to_vec(),
+                    MINT_EACH.to_string().into_bytes(),
+                ],
+            ),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("minting {account}: no answer within 60 s"))??;
+        anyhow::ensure!(
+            minted.code == shared_proto::pb::tx::TxValidationCode::Valid,
+            "minting {account}: committed as {:?}",
+            minted.code
+        );
+    }
+    Ok(())
+}
+
+/// What SDK client `c` submits as its transaction number `i`: odd clients transfer between
+/// [`ACCOUNTS`] (token), even ones write keys of their own (kv).
+fn sdk_call(c: usize, i: u64) -> (&'static str, &'static str, Vec<Vec<u8>>) {
+    if c % 2 == 1 {
+        // Every transfer touches the first account: any two in flight at once conflict.
+        let n = ACCOUNTS.len() as u64;
+        let other = 1 + (i + c as u64) % (n - 1);
+        let (from, to) = if i.is_multiple_of(2) {
+            (0, other)
+        } else {
+            (other, 0)
+        };
+        let args = vec![
+            ACCOUNTS[from as usize].as_bytes().to_vec(),
+            ACCOUNTS[to as usize].as_bytes().to_vec(),
+            (1 + i % 9).to_string().into_bytes(),
+        ];
+        ("token", "transfer", args)
+    } else {
+        let key = format!("sdk{c}-{i}").into_bytes();
+        ("kv", "put", vec![key, b"v".to_vec()])
     }
 }
 
@@ -112,13 +172,12 @@ pub fn start(g: &Generated, load: Load, history: &History, t0: Instant) -> anyho
         let gw = Gateway::from_network(g, org, "User1", CHANNEL)?;
         let (stop, history) = (stop.clone(), history.clone());
         tasks.push(tokio::spawn(async move {
-            let name = format!("sdk{c}");
             let mut next = Instant::now();
             for i in 0u64.. {
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                let key = format!("{name}-{i}").into_bytes();
+                let (chaincode, function, args) = sdk_call(c, i);
                 let recorder = Recorder {
                     history: &history,
                     client: c,
@@ -126,7 +185,7 @@ pub fn start(g: &Generated, load: Load, history: &History, t0: Instant) -> anyho
                     last: std::sync::Mutex::new(None),
                 };
                 let answer = gw
-                    .submit_observed("kv", "put", &[key, b"v".to_vec()], &recorder)
+                    .submit_observed(chaincode, function, &args, &recorder)
                     .await;
                 let t = t0.elapsed().as_secs_f64();
                 match answer {
@@ -204,29 +263,69 @@ fn raw_client(
             use prost::Message as _;
             let tx_id = peer::commit::tx_id_of(&env.encode_to_vec()).unwrap_or_default();
             history.submitted(&tx_id, client, t0.elapsed().as_secs_f64());
-            let (addr, client) = &orderers[usize::try_from(i).unwrap_or(0) % orderers.len()];
-            let mut request = tonic::Request::new(env);
-            request.set_timeout(Duration::from_secs(5));
-            match client.clone().submit(request).await {
-                Ok(_) => history.acked(&tx_id, addr, t0.elapsed().as_secs_f64()),
-                Err(s) => {
-                    let (why, t) = (format!("{addr}: {s}"), t0.elapsed().as_secs_f64());
-                    if matches!(
-                        s.code(),
-                        tonic::Code::Unavailable
-                            | tonic::Code::DeadlineExceeded
-                            | tonic::Code::Cancelled
-                            | tonic::Code::Unknown
-                    ) {
-                        history.timed_out(&tx_id, &why, t);
-                    } else {
-                        history.failed(&tx_id, &why, t);
-                    }
-                }
-            }
+            let first = usize::try_from(i).unwrap_or(0) % orderers.len();
+            // Every HEDGE_EVERY-th envelope also goes to the next orderer at once, as a client
+            // that retries on a slow answer does: the chain must hold it once.
+            let hedged = i.is_multiple_of(HEDGE_EVERY) && orderers.len() > 1;
+            let targets: Vec<_> = if hedged {
+                vec![&orderers[first], &orderers[(first + 1) % orderers.len()]]
+            } else {
+                vec![&orderers[first]]
+            };
+            let answers = futures::future::join_all(targets.iter().map(|(addr, client)| {
+                let mut request = tonic::Request::new(env.clone());
+                request.set_timeout(Duration::from_secs(5));
+                let mut client = client.clone();
+                async move { (addr, client.submit(request).await) }
+            }))
+            .await;
+            record_raw(&history, &tx_id, &answers, t0);
             pace(&mut next, every).await;
         }
     }))
+}
+
+/// Every how many raw envelopes one is sent to two orderers at once.
+const HEDGE_EVERY: u64 = 4;
+
+/// Records the answers to one raw envelope (one per orderer it went to): acked when one
+/// orderer ordered it (a copy refused as already in a block is ordered too); else failed on a
+/// definite refusal, unknown when no orderer answered.
+fn record_raw<T>(
+    history: &History,
+    tx_id: &str,
+    answers: &[(&String, Result<T, tonic::Status>)],
+    t0: Instant,
+) {
+    let t = t0.elapsed().as_secs_f64();
+    if let Some((addr, _)) = answers.iter().find(|(_, r)| r.is_ok()) {
+        history.acked(tx_id, addr, t);
+        return;
+    }
+    let errors: Vec<(&String, &tonic::Status)> = answers
+        .iter()
+        .filter_map(|(a, r)| r.as_ref().err().map(|s| (*a, s)))
+        .collect();
+    let why = errors
+        .iter()
+        .map(|(a, s)| format!("{a}: {s}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let unknown = errors.iter().any(|(_, s)| {
+        matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
+                | tonic::Code::AlreadyExists
+        )
+    });
+    if unknown {
+        history.timed_out(tx_id, &why, t);
+    } else {
+        history.failed(tx_id, &why, t);
+    }
 }
 
 impl Running {

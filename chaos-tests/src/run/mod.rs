@@ -13,7 +13,9 @@
 //! reason in the report, never silently.
 
 pub mod faults;
+mod forge;
 pub mod load;
+mod powercut;
 mod verdict;
 
 use std::path::Path;
@@ -31,6 +33,7 @@ use crate::report::Backend;
 use crate::report::FaultWindow;
 use crate::report::RunReport;
 use crate::report::Timeline;
+use crate::scenario::Action;
 use crate::scenario::Scenario;
 use crate::topology::CHANNEL;
 
@@ -59,13 +62,20 @@ pub struct RunOptions {
 impl RunOptions {
     /// The command that reruns this run.
     pub fn rerun(&self) -> String {
-        let features = if self.scenario.shape.failpoints {
+        let features = if self.mutant.is_some() {
+            " --features mutants"
+        } else if self.scenario.shape.failpoints {
             " --features failpoints"
         } else {
             ""
         };
+        let env = self
+            .mutant
+            .as_ref()
+            .map(|m| format!("{}={m} ", shared_proto::mutants::ENV))
+            .unwrap_or_default();
         format!(
-            "cargo run --release -p chaos-tests{features} --bin chaos -- run --scenario {} \
+            "{env}cargo run --release -p chaos-tests{features} --bin chaos -- run --scenario {} \
              --seed {} --duration {} --out {}",
             self.scenario.name,
             self.seed,
@@ -135,13 +145,26 @@ async fn drive(
     } else {
         None
     };
+    let schedule = o.scenario.schedule(o.seed, o.duration_s);
+    if schedule.iter().any(|s| s.action == Action::PowerCut) {
+        // Orderers log what they fsync from their first start, so a cut knows what to drop.
+        let lib = powercut::build(&o.dir.join("powercut"))?;
+        for node in cluster
+            .nodes
+            .iter_mut()
+            .filter(|n| n.kind() == crate::launcher::Kind::Orderer)
+        {
+            for (k, v) in powercut::env(&lib, &node.data_dir)? {
+                node.set_env(&k, &v);
+            }
+        }
+    }
     cluster.start_all(START_DEADLINE).await?;
     cluster.wait_leader(CHANNEL, START_DEADLINE).await?;
     load::warm_up(&cluster.generated, START_DEADLINE).await?;
     // Time 0 of the run: the workload starts; faults and commits are timed from here.
     let t0 = Instant::now();
     let workload = load::start(&cluster.generated, o.load, history, t0)?;
-    let schedule = o.scenario.schedule(o.seed, o.duration_s);
     let at = |s: f64| t0 + Duration::from_secs_f64(s);
     let mut step_error = None;
     for step in &schedule {
@@ -178,7 +201,12 @@ async fn drive(
     }
     let last_heal_s = faults.last().map_or(0.0, |f| f.end_s);
     let settled = verdict::settle(&mut cluster, SETTLE_DEADLINE).await;
-    let v = verdict::judge(&cluster, history, last_heal_s, run_end_s, settled).await;
+    let forged: Vec<String> = faults
+        .iter()
+        .filter(|f| f.kind == Action::ForgeGossip.kind())
+        .map(|f| f.target.clone())
+        .collect();
+    let v = verdict::judge(&cluster, history, last_heal_s, run_end_s, settled, &forged).await;
     cluster.stop_all();
     drop(net);
     v

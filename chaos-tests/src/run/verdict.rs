@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
 
+use super::load;
 use crate::check;
 use crate::harness::Cluster;
 use crate::harness::State;
@@ -26,6 +27,8 @@ pub const NOT_CHECKED: Checks = Checks {
     peers_agree: false,
     config_agree: false,
     live_after_heal: false,
+    balances_conserved: false,
+    forged_contained: false,
 };
 
 /// What the checkers found.
@@ -116,9 +119,33 @@ pub async fn judge(
     last_heal_s: f64,
     run_end_s: f64,
     settled: Result<(), String>,
+    forged_targets: &[String],
 ) -> anyhow::Result<Verdict> {
     let reader = check::collect::Reader::devnet(&c.generated)?;
-    let collected = check::collect::collect(&reader, &c.views(), COLLECT_DEADLINE).await;
+    let views = c.views();
+    let collected = check::collect::collect(&reader, &views, COLLECT_DEADLINE).await;
+    let balances = check::probe::balances(
+        &c.generated,
+        &views,
+        &load::ACCOUNTS,
+        Duration::from_secs(30),
+    )
+    .await;
+    let conserved = check::balances_conserved(
+        &balances,
+        &load::ACCOUNTS,
+        load::MINT_EACH * load::ACCOUNTS.len() as u64,
+    );
+    let conserved = check::Check {
+        detail: format!(
+            "{}; {} transactions failed the MVCC check",
+            conserved.detail,
+            mvcc_conflicts(&collected)
+        ),
+        ..conserved
+    };
+    let contained =
+        check::forged_contained(&check::probe::refused_blocks(&views).await, forged_targets);
     let mut checks = Checks::ALL_HOLD;
     let mut details = BTreeMap::new();
     if let Err(e) = settled {
@@ -131,7 +158,8 @@ pub async fn judge(
         LIVENESS_BOUND_S,
         run_end_s,
     );
-    for ch in found.iter().chain(std::iter::once(&live.check)) {
+    let state = [live.check.clone(), conserved, contained];
+    for ch in found.iter().chain(&state) {
         match ch.name {
             "no_fork" => checks.no_fork = ch.passed,
             "chain_valid" => checks.chain_valid = ch.passed,
@@ -140,6 +168,8 @@ pub async fn judge(
             "peers_agree" => checks.peers_agree = ch.passed,
             "config_agree" => checks.config_agree = ch.passed,
             "live_after_heal" => checks.live_after_heal = ch.passed,
+            "balances_conserved" => checks.balances_conserved = ch.passed,
+            "forged_contained" => checks.forged_contained = ch.passed,
             other => anyhow::bail!("unknown check {other}"),
         }
         details.insert(ch.name.to_owned(), ch.detail.clone());
@@ -150,5 +180,14 @@ pub async fn judge(
         txs: history.summary(&collected.index()),
         liveness_after_heal_s: live.seconds,
         final_heights: collected.heights(),
+    })
+}
+
+/// How many transactions the first peer read marked `MVCC_READ_CONFLICT` (how hard the
+/// workload tested the check: a run without conflicts proves nothing about it).
+fn mvcc_conflicts(collected: &check::collect::Collected) -> usize {
+    let conflict = shared_proto::pb::tx::TxValidationCode::MvccReadConflict as i32;
+    collected.peer_states.first().map_or(0, |p| {
+        p.codes.iter().flatten().filter(|c| **c == conflict).count()
     })
 }

@@ -90,6 +90,15 @@ pub fn all() -> Vec<Scenario> {
             SHORT,
         ),
         repeat(
+            "orderers_power_cut",
+            "Every orderer loses power at once: SIGKILL, and every write not yet fsynced is \
+             lost (LD_PRELOAD durability log, run/powercut.rs); restart them all",
+            plain,
+            Action::PowerCut,
+            &[Target::AllOrderers],
+            SHORT,
+        ),
+        repeat(
             "rolling_restart",
             "Graceful restart (SIGTERM, start) of every orderer, one after another",
             plain,
@@ -205,6 +214,15 @@ pub fn all() -> Vec<Scenario> {
             Action::ConsenterRemoveAdd,
             &[Target::Follower(0), Target::Follower(1)],
             LONG,
+        ),
+        repeat(
+            "forged_gossip_blocks",
+            "A malicious member of Org1 pushes blocks it signed itself to Org1's connected peer: \
+             refused there, cut off, seen by no other peer",
+            plain,
+            Action::ForgeGossip,
+            &[Target::ConnectedPeer(0)],
+            SHORT,
         ),
         Scenario {
             name: "mixed_process_faults",

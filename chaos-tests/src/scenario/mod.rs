@@ -62,6 +62,12 @@ pub enum Action {
     /// the hold it is added back and restarted (a removed node does not restart its Raft by
     /// itself: docs/operations.md), then caught up and promoted.
     ConsenterRemoveAdd,
+    /// SIGKILL, and every write the process had not fsynced is lost (run/powercut.rs);
+    /// restarted at the end of the hold.
+    PowerCut,
+    /// A malicious member of the target peer's org pushes blocks it signed itself to the
+    /// target during the hold (run/forge.rs).
+    ForgeGossip,
 }
 
 impl Action {
@@ -81,6 +87,8 @@ impl Action {
             Action::CutFromOrg => "cut_from_org".into(),
             Action::CrashAt(point) => format!("crash_at:{point}"),
             Action::ConsenterRemoveAdd => "consenter_remove_add".into(),
+            Action::ForgeGossip => "forge_gossip".into(),
+            Action::PowerCut => "power_cut".into(),
         }
     }
 

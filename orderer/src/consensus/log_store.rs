@@ -109,6 +109,10 @@ impl LogStore {
         blocking(move || {
             batch.commit()?;
             failpoint!("orderer::raft_log_append::before_fsync", fjall::Error::from);
+            if shared_proto::mutants::active(shared_proto::mutants::Mutant::NoFsyncOnAppend) {
+                // Planted bug: handed to the OS is not on disk.
+                return db.persist(PersistMode::Buffer);
+            }
             db.persist(PersistMode::SyncData)
         })
         .await

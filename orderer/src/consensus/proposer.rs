@@ -155,6 +155,10 @@ impl Proposer {
             })
             .await
             .map_err(|_| ProposeError::ShuttingDown)?;
+        if shared_proto::mutants::active(shared_proto::mutants::Mutant::AckBeforeCommit) {
+            // Planted bug: queued is not committed.
+            return Ok(());
+        }
         rx.await.unwrap_or(Err(ProposeError::ShuttingDown))
     }
 }

@@ -133,6 +133,9 @@ pub struct StateMachine {
     status: watch::Sender<SmStatus>,
     /// The config in force, for every reader on this node.
     config: watch::Sender<Arc<Channel>>,
+    /// When this node's clock first saw envelopes pending (planted bug `cut_by_local_clock`
+    /// only; a correct node never reads its clock here).
+    pending_since: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -216,6 +219,7 @@ impl StateMachine {
             genesis: (genesis_channel, limits),
             status: watch::Sender::new(state.status()),
             state,
+            pending_since: None,
         };
         sm.load_config().map_err(|e| BlockStoreError::Corrupt {
             number: sm.state.last_config_block,
@@ -309,6 +313,25 @@ impl StateMachine {
     }
 
     /// Cuts `batch` into the next block, signs it and stages it into `wb`.
+    /// Planted bug `cut_by_local_clock`: cuts what is pending once this node's own clock says
+    /// the batch timeout passed. Nodes apply at different moments, so their blocks differ.
+    fn cut_by_local_clock(&mut self, wb: &mut fjall::OwnedWriteBatch, response: &mut Response) {
+        if self.state.cutter.pending_count() == 0 {
+            self.pending_since = None;
+            return;
+        }
+        let since = *self
+            .pending_since
+            .get_or_insert_with(std::time::Instant::now);
+        let timeout = std::time::Duration::from_millis(self.config.borrow().batch_timeout_ms());
+        if since.elapsed() >= timeout / 2 {
+            let batch = self.state.cutter.cut();
+            self.cut_block(wb, batch);
+            response.blocks_cut += 1;
+            self.pending_since = None;
+        }
+    }
+
     fn cut_block(&mut self, wb: &mut fjall::OwnedWriteBatch, batch: Vec<Vec<u8>>) {
         let number = self.state.next_block;
         let mut b = block::new_block(
@@ -355,7 +378,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     for (position, env) in envelopes.into_iter().enumerate() {
                         let header = header_of(&env);
                         let key = header.as_ref().map(|(id, _)| RecentTxIds::key(id));
-                        if key.is_some_and(|k| self.state.recent.contains(&k)) {
+                        let retry_window_off = shared_proto::mutants::active(
+                            shared_proto::mutants::Mutant::RetryWindowOff,
+                        );
+                        if key.is_some_and(|k| self.state.recent.contains(&k)) && !retry_window_off
+                        {
                             response.duplicates_dropped += 1;
                             continue;
                         }
@@ -396,6 +423,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         response.blocks_cut += 1;
                     }
                 }
+            }
+            if shared_proto::mutants::active(shared_proto::mutants::Mutant::CutByLocalClock) {
+                self.cut_by_local_clock(&mut wb, &mut response);
             }
             responses.push(response);
         }

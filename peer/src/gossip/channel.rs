@@ -309,6 +309,13 @@ impl ChannelGossip {
             shared.metrics.gossip_drop("stale_block");
             return;
         }
+        if source == Source::Push
+            && shared_proto::mutants::active(
+                shared_proto::mutants::Mutant::GossipRelaysBeforeVerifying,
+            )
+        {
+            self.relay_unverified(shared, number, &block);
+        }
         let incoming = Incoming {
             block,
             source,
@@ -316,6 +323,26 @@ impl ChannelGossip {
         };
         if self.inbox.try_send(incoming).is_err() {
             shared.metrics.gossip_drop("inbox_full");
+        }
+    }
+
+    /// Planted bug `gossip_relays_before_verifying`: passes a pushed block on to `fanout`
+    /// members that may lack it before this peer has checked it.
+    fn relay_unverified(&self, shared: &Shared, number: u64, block: &Block) {
+        let mut lacking: Vec<String> = self
+            .members(Instant::now())
+            .into_iter()
+            .filter(|m| m.height <= number)
+            .map(|m| m.endpoint)
+            .collect();
+        lacking.shuffle(&mut rand::thread_rng());
+        lacking.truncate(shared.settings.fanout);
+        let message = GossipMessage {
+            channel_id: self.id().to_owned(),
+            content: Some(Content::Block(block.clone())),
+        };
+        for target in lacking {
+            let _ = shared.outbound.send(&target, message.clone());
         }
     }
 
