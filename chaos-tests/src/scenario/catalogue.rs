@@ -83,7 +83,7 @@ pub fn all() -> Vec<Scenario> {
         ),
         repeat(
             "all_orderers_kill",
-            "SIGKILL every orderer at once (a power cut); restart them all",
+            "SIGKILL every orderer at once; restart them all (the kernel keeps what they wrote)",
             plain,
             Action::Kill,
             &[Target::AllOrderers],
