@@ -19,7 +19,7 @@ pub enum ProcessError {
     Failpoints(#[from] shared_proto::failpoints::FailpointsError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Node(#[from] NodeError),
 }
 
