@@ -21,7 +21,7 @@ pub enum ProcessError {
     Mutant(#[from] shared_proto::mutants::UnknownMutant),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Node(#[from] NodeError),
 }
 

@@ -99,6 +99,10 @@ fn main() -> std::process::ExitCode {
                 format!("no scenario {scenario:?}; `chaos list` names them all")
             })?;
             check_buildable(&s)?;
+            if let Some(why) = s.unavailable() {
+                println!("skipped {}: {why}", s.name);
+                return Ok(true);
+            }
             let o = options(s, seed, duration, out)?;
             let r = run_one(&o, 1, 1).await?;
             Ok(r.passed)
@@ -277,6 +281,17 @@ async fn suite(
     for s in &chosen {
         check_buildable(s)?;
     }
+    // A scenario this machine cannot run (no libfaketime, no tmpfs mounts) is skipped.
+    let chosen: Vec<scenario::Scenario> = chosen
+        .into_iter()
+        .filter(|s| match s.unavailable() {
+            Some(why) => {
+                println!("skipped {}: {why}", s.name);
+                false
+            }
+            None => true,
+        })
+        .collect();
     std::fs::create_dir_all(&out)?;
     let total = chosen.len() * usize::try_from(seeds)?;
     let mut index = 0;

@@ -7,12 +7,15 @@
 //!             sets them (each node dials every other through its own proxy per directed link,
 //!             crate::net)
 //!         ──▶ Node (node.rs): `chaos node KIND --config FILE` per node; kill, pause, resume,
-//!             stop, restart, wipe
+//!             stop, restart, wipe; restarted with a skewed clock (clock.rs, libfaketime) or
+//!             with its data dir on a small tmpfs (disk.rs)
 //! ```
 //!
 //! Promises: every wait has a deadline; dropping the cluster stops every process it started
 //! (SIGTERM, then SIGKILL); a node's log is `DIR/logs/NAME.log`.
 
+pub mod clock;
+pub mod disk;
 pub mod node;
 pub mod ports;
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::clock::Skew;
+use super::disk::SmallDisk;
 use super::ports::Reservation;
 use crate::launcher;
 use crate::launcher::Kind;
@@ -38,6 +40,8 @@ pub struct Node {
     paused: bool,
     /// Extra environment of the next start (e.g. `FAILPOINTS`).
     env: Vec<(String, String)>,
+    /// The small disk its data dir is on during a disk-full fault.
+    small_disk: Option<SmallDisk>,
 }
 
 impl Node {
@@ -50,6 +54,7 @@ impl Node {
             process: None,
             paused: false,
             env: Vec::new(),
+            small_disk: None,
         }
     }
 
@@ -62,6 +67,14 @@ impl Node {
     /// Removes one variable of the extra environment.
     pub fn remove_env(&mut self, key: &str) {
         self.env.retain(|(k, _)| k != key);
+    }
+
+    /// A variable of the extra environment.
+    pub fn env(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Clears the extra environment.
@@ -180,5 +193,65 @@ impl Node {
             launcher::http_get(&self.view.ops, "/readyz").await,
             Ok((200, _))
         )
+    }
+
+    /// Its next starts run with the wall clock skewed by libfaketime at `lib`
+    /// ([`super::clock`]).
+    pub fn set_clock_skew(&mut self, lib: &Path, skew: Skew) {
+        let preload = self.env("LD_PRELOAD").map(str::to_owned);
+        for (k, v) in skew.env(lib, preload.as_deref()) {
+            self.set_env(&k, &v);
+        }
+    }
+
+    /// Its next starts run on the real clock (another preloaded library stays).
+    pub fn clear_clock_skew(&mut self) {
+        match self
+            .env("LD_PRELOAD")
+            .and_then(super::clock::unskewed_preload)
+        {
+            Some(rest) => self.set_env("LD_PRELOAD", &rest),
+            None => self.remove_env("LD_PRELOAD"),
+        }
+        for k in super::clock::skew_vars() {
+            self.remove_env(k);
+        }
+    }
+
+    /// Moves its data dir onto a tmpfs with `headroom` bytes free ([`super::disk`]); the node
+    /// must be stopped. Returns the small disk's size.
+    pub fn move_to_small_disk(&mut self, headroom: u64) -> anyhow::Result<u64> {
+        anyhow::ensure!(
+            self.state() == State::Stopped,
+            "{} must be stopped before its data dir moves",
+            self.name()
+        );
+        anyhow::ensure!(
+            self.small_disk.is_none(),
+            "{} is on a small disk already",
+            self.name()
+        );
+        let disk = SmallDisk::move_onto(&self.data_dir, headroom)?;
+        let size = disk.size;
+        self.small_disk = Some(disk);
+        Ok(size)
+    }
+
+    /// (used, available) bytes of its small disk, if it is on one.
+    pub fn small_disk_usage(&self) -> Option<anyhow::Result<(u64, u64)>> {
+        self.small_disk.as_ref().map(SmallDisk::usage)
+    }
+
+    /// Moves its data dir back onto the normal disk; the node must be stopped.
+    pub fn give_disk_room(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.state() == State::Stopped,
+            "{} must be stopped before its data dir moves",
+            self.name()
+        );
+        match self.small_disk.take() {
+            Some(disk) => disk.give_room(),
+            None => Ok(()),
+        }
     }
 }

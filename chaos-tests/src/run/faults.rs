@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use orderer::admin_client::ConsenterOp;
 use orderer::admin_client::Network;
 
+use crate::harness::clock;
+use crate::harness::clock::Skew;
 use crate::harness::Cluster;
 use crate::harness::State;
 use crate::launcher::Kind;
@@ -36,6 +38,14 @@ pub struct Applied {
 enum Heal {
     /// Stop, wipe and start the orderer, then add it back to the consenters.
     AddBack(String),
+    /// Restart on the real clock.
+    Unskew(String),
+    /// Judge how the node met its full disk, stop it, move its data back onto the normal disk,
+    /// restart it. `log_from`: the log's length when the fault started.
+    GiveRoom {
+        node: String,
+        log_from: u64,
+    },
     Start(Vec<String>),
     Resume(String),
     /// Stop the forger.
@@ -129,6 +139,32 @@ pub async fn apply(c: &mut Cluster, net: Option<&Net>, step: &Step) -> anyhow::R
             c.node(&first)?.pause()?;
             Heal::Resume(first.clone())
         }
+        Action::ClockSkew {
+            offset_s,
+            rate_permille,
+        } => {
+            let skew = Skew {
+                offset_s: *offset_s,
+                rate_permille: *rate_permille,
+            };
+            skew_clock(c, &first, skew).await?;
+            Heal::Unskew(first.clone())
+        }
+        Action::DiskFull { headroom_kib } => {
+            let node = c.node(&first)?;
+            node.stop();
+            let size = node.move_to_small_disk(headroom_kib * 1024)?;
+            let log_from = std::fs::metadata(&node.log).map_or(0, |m| m.len());
+            c.start(&first)?;
+            println!(
+                "    disk full {first}: data dir on a {} KiB tmpfs, {headroom_kib} KiB of it free",
+                size / 1024
+            );
+            Heal::GiveRoom {
+                node: first.clone(),
+                log_from,
+            }
+        }
         Action::RollingRestart => {
             for t in &targets {
                 c.node(t)?.stop();
@@ -211,6 +247,78 @@ pub async fn apply(c: &mut Cluster, net: Option<&Net>, step: &Step) -> anyhow::R
         target: targets.join(","),
         heal,
     })
+}
+
+/// How far (s) the clock a skewed node's log shows may be from the skew asked for (startup
+/// time at the skewed rate, the harness's own reading).
+const SKEW_TOLERANCE_S: f64 = 10.0;
+
+/// Restarts `name` with its wall clock skewed and waits until it is ready; fails unless its
+/// log's timestamps show the skew (the preload took).
+async fn skew_clock(c: &mut Cluster, name: &str, skew: Skew) -> anyhow::Result<()> {
+    let lib = clock::libfaketime().map_err(anyhow::Error::msg)?;
+    let node = c.node(name)?;
+    node.stop();
+    node.set_clock_skew(&lib, skew);
+    c.start(name)?;
+    c.wait_ready(RESTART_READY)
+        .await
+        .with_context(|| format!("after restarting {name} with FAKETIME={}", skew.faketime()))?;
+    let log = std::fs::read_to_string(&c.node(name)?.log)?;
+    let seen = clock::log_clock_offset_s(&log).context("no timestamped line in its log")?;
+    anyhow::ensure!(
+        (seen - f64::from(skew.offset_s)).abs() <= SKEW_TOLERANCE_S,
+        "{name} restarted with FAKETIME={} but its log's clock is {seen:+.1} s off",
+        skew.faketime()
+    );
+    println!(
+        "    clock skew {name}: FAKETIME=\"{}\", its log's clock {seen:+.1} s off",
+        skew.faketime()
+    );
+    Ok(())
+}
+
+/// What a node did when its small disk filled, judged from its process and its log since
+/// `log_from`: it must stop cleanly (exit 1, the storage failure named, no panic) or refuse
+/// the writes and keep running; a disk that never filled means the fault did not happen.
+fn judge_full_disk(c: &mut Cluster, name: &str, log_from: u64) -> anyhow::Result<String> {
+    let node = c.node(name)?;
+    let usage = node.small_disk_usage().transpose()?;
+    let exited = node.exited();
+    let text = std::fs::read(&node.log)?;
+    let from = usize::try_from(log_from).unwrap_or(0).min(text.len());
+    let log = String::from_utf8_lossy(&text[from..]);
+    let full_line = log
+        .lines()
+        .find(|l| l.contains("No space left on device") || l.contains("os error 28"));
+    if let Some(l) = log.lines().find(|l| l.contains("panicked")) {
+        anyhow::bail!("{name} panicked when its disk filled: {l}");
+    }
+    let last_error = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default();
+    let free = usage.map_or(String::new(), |(_, free)| format!(", {free} B free"));
+    let names_it =
+        last_error.contains("No space left on device") || last_error.contains("os error 28");
+    match (exited, full_line) {
+        // A clean stop: an error exit (not a signal, a panic's 101 or a crash point's 86)
+        // whose last line names the full disk.
+        (Some(status), Some(_))
+            if names_it && status.code().is_some_and(|c| c != 0 && c != 101 && c != 86) =>
+        {
+            Ok(format!("{name} stopped ({status}){free}: {last_error}"))
+        }
+        (Some(status), _) => anyhow::bail!(
+            "{name} exited ({status}) on a full disk without a clean error naming it: \
+             {last_error:?}"
+        ),
+        (None, Some(l)) => Ok(format!("{name} runs on, refusing writes{free}: {l}")),
+        (None, None) => {
+            anyhow::bail!("{name}'s disk never filled{free}: the fault did not happen")
+        }
+    }
 }
 
 /// How long a consenter change may take to be ordered and carried out.
@@ -322,6 +430,26 @@ pub async fn hold(net: Option<&Net>, applied: &Applied, hold: Duration) {
 pub async fn heal(c: &mut Cluster, net: Option<&Net>, applied: &Applied) -> anyhow::Result<()> {
     match &applied.heal {
         Heal::AddBack(name) => add_back(c, name).await?,
+        Heal::Unskew(name) => {
+            let node = c.node(name)?;
+            node.stop();
+            node.clear_clock_skew();
+            c.start(name)?;
+        }
+        Heal::GiveRoom {
+            node: name,
+            log_from,
+        } => {
+            let judged = judge_full_disk(c, name, *log_from);
+            let node = c.node(name)?;
+            node.stop();
+            node.give_disk_room()?;
+            c.start(name)?;
+            println!(
+                "    disk full {name}: {}; moved back to the normal disk",
+                judged?
+            );
+        }
         Heal::Start(names) => {
             for n in names {
                 let node = c.node(n)?;

@@ -268,6 +268,43 @@ pub fn all() -> Vec<Scenario> {
             &[Target::ConnectedPeer(0)],
             SHORT,
         ),
+        // The node's environment: its clock (libfaketime) and its disk (a small tmpfs).
+        // Skipped with the reason when the machine cannot (Scenario::unavailable).
+        Scenario {
+            name: "clock_skew",
+            about: "A follower, then the leader, restarted with its wall clock 45 s ahead and \
+                    10% fast, then 45 s behind and 10% slow (libfaketime); restarted on time",
+            shape: plain,
+            pattern: Pattern::Sequence {
+                steps: &[
+                    (
+                        Action::ClockSkew {
+                            offset_s: 45,
+                            rate_permille: 1100,
+                        },
+                        Target::Follower(0),
+                    ),
+                    (
+                        Action::ClockSkew {
+                            offset_s: -45,
+                            rate_permille: 900,
+                        },
+                        Target::Leader,
+                    ),
+                ],
+                hold_s: SHORT,
+                gap_s: GAP,
+            },
+        },
+        repeat(
+            "follower_disk_full",
+            "A follower's data dir on a tmpfs with 256 KiB free fills under load: it must stop \
+             cleanly; moved back to the normal disk, it restarts and catches up",
+            plain,
+            Action::DiskFull { headroom_kib: 256 },
+            &[Target::Follower(0)],
+            LONG,
+        ),
     ]
 }
 

@@ -40,6 +40,14 @@ pub enum Action {
     KillAndWipe,
     /// SIGSTOP, SIGCONT at the end of the hold.
     Pause,
+    /// Restarted with its wall clock `offset_s` seconds off, running at `rate_permille`
+    /// thousandths of the real rate (libfaketime, harness::clock); restarted on the real clock
+    /// at the end of the hold.
+    ClockSkew { offset_s: i32, rate_permille: u32 },
+    /// Restarted with its data dir on a tmpfs with `headroom_kib` KiB free, so the load fills
+    /// it (harness::disk); at the end of the hold stopped, moved back onto the normal disk and
+    /// restarted.
+    DiskFull { headroom_kib: u64 },
     /// Graceful stop (SIGTERM) and start again, one orderer after another.
     RollingRestart,
     /// Every link to and from the node carries nothing (connections stay open).
@@ -77,6 +85,15 @@ impl Action {
             Action::Kill => "kill".into(),
             Action::KillAndWipe => "kill_and_wipe".into(),
             Action::Pause => "pause".into(),
+            Action::ClockSkew {
+                offset_s,
+                rate_permille,
+            } => format!(
+                "clock_skew_{offset_s:+}s_x{}.{:03}",
+                rate_permille / 1000,
+                rate_permille % 1000
+            ),
+            Action::DiskFull { .. } => "disk_full".into(),
             Action::RollingRestart => "rolling_restart".into(),
             Action::Isolate => "isolate".into(),
             Action::SplitMinority => "split".into(),
@@ -166,6 +183,24 @@ pub enum Pattern {
         hold_s: (f64, f64),
         gap_s: (f64, f64),
     },
+    /// The faults of `steps` in their order (cycled), holds and gaps drawn as for `Repeat`.
+    Sequence {
+        steps: &'static [(Action, Target)],
+        hold_s: (f64, f64),
+        gap_s: (f64, f64),
+    },
+}
+
+impl Pattern {
+    /// Every action the pattern can schedule.
+    fn actions(&self) -> Vec<&Action> {
+        match self {
+            Pattern::Repeat { action, .. } => vec![action],
+            Pattern::Mix { menu: steps, .. } | Pattern::Sequence { steps, .. } => {
+                steps.iter().map(|(a, _)| a).collect()
+            }
+        }
+    }
 }
 
 /// A scenario of the catalogue.
@@ -200,6 +235,26 @@ fn name_hash(name: &str) -> u64 {
 }
 
 impl Scenario {
+    /// Why this machine cannot run the scenario, if it cannot: libfaketime missing (clock
+    /// skew) or mounting a tmpfs refused (disk full). The run is then skipped, not failed.
+    pub fn unavailable(&self) -> Option<String> {
+        let actions = self.pattern.actions();
+        if actions
+            .iter()
+            .any(|a| matches!(a, Action::ClockSkew { .. }))
+        {
+            if let Err(why) = crate::harness::clock::libfaketime() {
+                return Some(why);
+            }
+        }
+        if actions.iter().any(|a| matches!(a, Action::DiskFull { .. })) {
+            if let Err(why) = crate::harness::disk::probe(&std::env::temp_dir()) {
+                return Some(why);
+            }
+        }
+        None
+    }
+
     /// The fault schedule of a run: a function of the seed and the duration only.
     pub fn schedule(&self, seed: u64, duration_s: f64) -> Vec<Step> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ name_hash(self.name));
@@ -222,6 +277,10 @@ impl Scenario {
                     let (a, t) = &menu[rng.gen_range(0..menu.len().max(1))];
                     (a.clone(), *t, draw(&mut rng, *hold_s))
                 }
+                Pattern::Sequence { steps, hold_s, .. } => {
+                    let (a, t) = &steps[n % steps.len().max(1)];
+                    (a.clone(), *t, draw(&mut rng, *hold_s))
+                }
             };
             // A rolling restart takes a few seconds per orderer whatever the hold says.
             let hold = match action {
@@ -239,9 +298,9 @@ impl Scenario {
                 target,
             });
             let gap = match &self.pattern {
-                Pattern::Repeat { gap_s, .. } | Pattern::Mix { gap_s, .. } => {
-                    draw(&mut rng, *gap_s)
-                }
+                Pattern::Repeat { gap_s, .. }
+                | Pattern::Mix { gap_s, .. }
+                | Pattern::Sequence { gap_s, .. } => draw(&mut rng, *gap_s),
             };
             at += hold + gap;
             n += 1;
@@ -294,6 +353,22 @@ mod tests {
                         assert!(next.at_s >= step.at_s + step.hold_s, "{}: overlap", s.name);
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_sequence_schedules_every_step_in_its_order_even_in_a_short_run() {
+        let s = find("clock_skew").unwrap();
+        let Pattern::Sequence { steps, .. } = &s.pattern else {
+            panic!("clock_skew is a sequence")
+        };
+        for seed in 0..16 {
+            let got = s.schedule(seed, 30.0);
+            assert!(got.len() >= steps.len(), "seed {seed}: {got:?}");
+            for (i, step) in got.iter().enumerate() {
+                let (action, target) = &steps[i % steps.len()];
+                assert_eq!((&step.action, &step.target), (action, target));
             }
         }
     }

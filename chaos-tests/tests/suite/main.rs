@@ -7,6 +7,7 @@
 #[cfg(feature = "failpoints")]
 mod crash_points;
 mod devnet_verbs;
+mod disk_full;
 mod net_faults;
 mod peer_kill;
 mod shutdown;
