@@ -89,23 +89,16 @@ fn hunt(o: &MutantsOptions, m: Mutant) -> anyhow::Result<MutantOutcome> {
     for scenario in catchers(m) {
         let dir = o.out.join(m.name()).join(scenario);
         let report = run_child(o, m, scenario, &dir)?;
-        let failed = report.failed_checks();
+        if let Some(why) = report.check_details.get("harness") {
+            // The harness could not run it (no check ran): that proves nothing either way.
+            println!("    {scenario}: the harness failed ({why}); trying the next scenario");
+            continue;
+        }
         if !report.passed {
-            let by = if failed.is_empty() {
-                // The harness itself failed (e.g. a node never came back).
-                let why = report
-                    .check_details
-                    .get("harness")
-                    .cloned()
-                    .unwrap_or_default();
-                format!("{scenario}/harness: {why}")
-            } else {
-                format!("{scenario}/{}", failed.join("+"))
-            };
             return Ok(MutantOutcome {
                 name: m.name().to_owned(),
                 caught: true,
-                by,
+                by: format!("{scenario}/{}", report.failed_checks().join("+")),
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
