@@ -346,9 +346,15 @@ pub async fn run(
         () = shutdown => None,
         reason = node.fatal() => Some(reason),
     };
-    node.shutdown().await?;
-    match fatal {
-        None => Ok(()),
-        Some(reason) => Err(NodeError::Fatal(reason)),
+    let stopped = node.shutdown().await;
+    match (fatal, stopped) {
+        (None, stopped) => stopped,
+        (Some(reason), Ok(())) => Err(NodeError::Fatal(reason)),
+        // The failure that stopped the node usually breaks its shutdown too (a full disk
+        // leaves the store poisoned): report the cause, not that follow-on error (as the
+        // orderer does since follower_disk_full, seed 1).
+        (Some(reason), Err(e)) => Err(NodeError::Fatal(format!(
+            "{reason} (and stopping then failed: {e})"
+        ))),
     }
 }
