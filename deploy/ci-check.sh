@@ -8,7 +8,11 @@
 #  2. Containers: when `docker info` works, build the image, bring the compose network up,
 #     submit transactions and see them committed on every orderer and peer, SIGKILL the Raft
 #     leader's container, submit more and see them committed, start it again and see it catch
-#     up, tear down. Skipped with a message when no Docker engine answers.
+#     up; then the runbook on the same network (deploy/compose/runbook-test.sh: scale out to 5
+#     orderers and in to 3 by the admin consenter commands, a wiped member replaced, a rolling
+#     restart, a TLS certificate rotation, each checked under a recording workload: no
+#     acknowledged transaction lost); tear down. Skipped with a message when no Docker engine
+#     answers.
 #
 #   deploy/ci-check.sh [k8s|compose]   # default: both
 #   PROFILE=debug deploy/ci-check.sh     # image and material tools from a debug build (a cold
@@ -88,6 +92,9 @@ compose_check() {
   check_balances ci-b 8
   print_heights
   echo "compose smoke: passed"
+
+  echo "-- 4. the runbook on this network (deploy/compose/runbook-test.sh)"
+  deploy/compose/runbook-test.sh
 }
 
 case "$what" in

@@ -101,3 +101,121 @@ check_balances() {
     [[ "$b" == 100 ]] || { echo "balance of $tag-$i is '$b', want 100" >&2; return 1; }
   done
 }
+
+# ---- runbook helpers (deploy/compose/runbook-test.sh) ---------------------------------------
+
+# The devnet binary (material verbs, recording workload, checker) of this checkout; built when
+# missing. PROFILE=debug picks the debug build; DEVNET=path overrides.
+devnet_bin() {
+  local profile="${PROFILE:-release}" target="${CARGO_TARGET_DIR:-$repo_dir/target}"
+  local bin="${DEVNET:-$target/$profile/devnet}"
+  if [[ ! -x "$bin" ]]; then
+    (cd "$repo_dir" && if [[ "$profile" == release ]]; then cargo build --release -q -p chaos-tests --bin devnet; else cargo build -q -p chaos-tests --bin devnet; fi) >&2
+  fi
+  echo "$bin"
+}
+
+# Material written on the host goes to the containers' user (10001), as gen.sh does.
+own_material() {
+  if [[ "$(id -u)" == 0 ]]; then chown -R 10001:10001 "$WEFT_NET"; else chmod -R a+rX "$WEFT_NET"; fi
+}
+
+# orderer admin on the network (material read-only), e.g. `admin consenter add --channel C --node N`.
+admin() { cli orderer admin --network /etc/weft/net "$@"; }
+
+# `orderer admin status --json` of CHANNEL (the leader's answer), or nothing.
+admin_status() { admin status --channel "$CHANNEL" --json 2>/dev/null; }
+
+# Node $1 is a voter, the leader reports no learners, and a leader exists.
+is_voter() {
+  admin_status | jq -e --arg n "$1" '.leader != null and (.voters | index($n)) != null and (.learners | length) == 0' >/dev/null
+}
+
+# The voters, space separated, sorted.
+voters() { admin_status | jq -r '.voters | sort | join(" ")'; }
+
+# Orderer $1 answers on its ops port (/healthz: the process serves).
+serves() { cli orderer health --ops "$(ops_of "$1")" >/dev/null 2>&1; }
+
+# Container of service $1 is healthy (its compose health check: /readyz).
+healthy() {
+  local id
+  id="$(container_of "$1")"
+  [[ -n "$id" && "$(docker inspect -f '{{.State.Health.Status}}' "$id")" == healthy ]]
+}
+
+# Every node in "$@" has at least the height the leader reports now (caught up).
+caught_up() {
+  local target
+  target="$(admin_status | jq -r '.height // empty')"
+  [[ -n "$target" ]] && heights_at_least "$target" "$@"
+}
+
+# The leader is one of "$@".
+leader_among() {
+  local l n
+  l="$(leader)"
+  for n in "$@"; do [[ "$l" == "$n" ]] && return 0; done
+  return 1
+}
+
+# ---- the recording workload: devnet load in a container, controlled through files ---------
+
+LOAD_DIR=""
+load_container() { echo "${WEFT_PROJECT}-load"; }
+load_state_is() { [[ "$(cat "$LOAD_DIR/state" 2>/dev/null)" == "$1" ]]; }
+
+# load_start DIR [devnet load options]: starts the workload writing into DIR (acked tx ids).
+load_start() {
+  LOAD_DIR="$1"
+  shift
+  mkdir -p "$LOAD_DIR"
+  rm -f "$LOAD_DIR"/{pause,stop,state,acked,summary,direct-acked}
+  [[ "$(id -u)" == 0 ]] && chown 10001:10001 "$LOAD_DIR" || chmod 777 "$LOAD_DIR"
+  docker rm -f "$(load_container)" >/dev/null 2>&1 || true
+  docker run -d --name "$(load_container)" --network "$WEFT_NETWORK" \
+    -v "$WEFT_NET:/etc/weft/net:ro" -v "$LOAD_DIR:/work" \
+    -v "$(devnet_bin):/usr/local/bin/devnet:ro" "$WEFT_IMAGE" \
+    devnet load --network /etc/weft/net --dir /work "$@" >/dev/null
+  wait_until 60 "the workload running" load_state_is running
+}
+
+# Pauses the workload (in-flight calls end) and prints its counts; acked is then complete.
+load_pause() {
+  touch "$LOAD_DIR/pause"
+  wait_until 90 "the workload paused" load_state_is paused
+  echo "workload: $(cat "$LOAD_DIR/summary")"
+}
+
+load_resume() {
+  rm -f "$LOAD_DIR/pause"
+  wait_until 60 "the workload running again" load_state_is running
+}
+
+# Stops the workload and removes its container (its log is printed on failure).
+load_stop() {
+  [[ -n "$LOAD_DIR" ]] || return 0
+  touch "$LOAD_DIR/stop"
+  wait_until 90 "the workload stopped" load_state_is stopped || docker logs --tail 20 "$(load_container)" >&2 || true
+  docker rm -f "$(load_container)" >/dev/null 2>&1 || true
+}
+
+# verify_acked ORDERER...: every acked tx id is in the chain of these orderers and of every
+# peer, and all agree (heights, block hashes, codes, state hash, config). Workload paused.
+verify_acked() {
+  local list files=(--acked /work/acked)
+  list="$(IFS=,; echo "$*")"
+  [[ -e "$LOAD_DIR/direct-acked" ]] && files+=(--acked /work/direct-acked)
+  docker run --rm --network "$WEFT_NETWORK" -v "$WEFT_NET:/etc/weft/net:ro" -v "$LOAD_DIR:/work:ro" \
+    -v "$(devnet_bin):/usr/local/bin/devnet:ro" "$WEFT_IMAGE" \
+    devnet verify --network /etc/weft/net "${files[@]}" --orderers "$list" --timeout 120
+}
+
+# broadcast_to ORDERER COUNT: envelopes sent straight to ORDERER, each acked within 60 s (a
+# follower forwards them to the leader with its own TLS certificate, which the leader accepts
+# only from a pinned consenter). Their tx ids join those verify_acked looks for.
+broadcast_to() {
+  docker run --rm --network "$WEFT_NETWORK" -v "$WEFT_NET:/etc/weft/net:ro" -v "$LOAD_DIR:/work" \
+    -v "$(devnet_bin):/usr/local/bin/devnet:ro" "$WEFT_IMAGE" \
+    devnet broadcast --network /etc/weft/net --orderer "$1" --count "$2" --timeout 60 --out /work/direct-acked
+}

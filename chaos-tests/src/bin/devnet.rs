@@ -8,6 +8,10 @@
 //!
 //! While it runs, `devnet --data-dir DIR add-orderer|add-peer|add-org|create-channel` change it
 //! ([`chaos_tests::devnet`]); the nodes they start are stopped with the network.
+//!
+//! For a network something else runs (deploy/compose, Kubernetes): `devnet extend` and
+//! `devnet renew-tls` change only the material; `devnet load` and `devnet verify` drive a
+//! recording workload and check that no acknowledged transaction was lost.
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -135,6 +139,94 @@ enum Command {
         #[arg(long)]
         id: String,
     },
+    /// Add an orderer to a generated network's material only (nothing is started): its
+    /// identity, TLS pair and orderer.toml from the org's CAs. Start it, then make it a
+    /// consenter with `orderer admin consenter add`.
+    Extend {
+        /// The directory `devnet generate` wrote.
+        #[arg(long, value_name = "DIR")]
+        network: PathBuf,
+        /// The new orderer's name.
+        #[arg(long, value_name = "NAME")]
+        add_orderer: String,
+        /// The host others reach it by (service or DNS name, or IP): its certificate's SAN and
+        /// consenter address.
+        #[arg(long)]
+        host: String,
+        /// Orderer org (default: the first).
+        #[arg(long, value_name = "MSP")]
+        org: Option<String>,
+        #[arg(long, default_value_t = 7050)]
+        port: u16,
+        #[arg(long, default_value_t = 7150)]
+        cluster_port: u16,
+        #[arg(long, default_value_t = 8450)]
+        ops_port: u16,
+        /// Raft node id (default: one more than the highest).
+        #[arg(long)]
+        id: Option<u64>,
+    },
+    /// Renew one node's TLS certificate and key from its org's TLS CA (the previous pair is
+    /// kept as *.prev). For an orderer, then `orderer admin consenter replace` and a restart.
+    RenewTls {
+        #[arg(long, value_name = "DIR")]
+        network: PathBuf,
+        /// An orderer's name (orderer2) or MSP/NAME (Org1MSP/peer0).
+        #[arg(long)]
+        node: String,
+    },
+    /// Run the chaos workload against a generated network, recording every acked tx id;
+    /// paused and stopped through files in --dir (pause, stop; it writes state, acked,
+    /// summary).
+    Load {
+        #[arg(long, value_name = "DIR")]
+        network: PathBuf,
+        /// Work directory (control files and results).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// SDK clients (kv puts, each waited on until committed).
+        #[arg(long, default_value_t = 2)]
+        clients: usize,
+        /// Total SDK transactions per second.
+        #[arg(long, default_value_t = 6.0)]
+        rate: f64,
+        /// Raw Broadcast envelopes per second (0: none).
+        #[arg(long, default_value_t = 2.0)]
+        raw_rate: f64,
+        /// Stop by itself after this long.
+        #[arg(long, default_value_t = 1800, value_name = "SECS")]
+        max_seconds: u64,
+    },
+    /// Check that every tx id in an `acked` file (devnet load) is in the chain of the given
+    /// orderers and of every peer, and that they agree (heights, hashes, codes, config).
+    Verify {
+        #[arg(long, value_name = "DIR")]
+        network: PathBuf,
+        /// An acked file (repeat for more).
+        #[arg(long, value_name = "FILE", required = true)]
+        acked: Vec<PathBuf>,
+        /// The orderers serving the channel now, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        orderers: Vec<String>,
+        /// Give up after this long.
+        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// Send signed envelopes straight to one orderer until it acks each (a follower forwards
+    /// them to the leader with its own certificate); append the acked tx ids to --out.
+    Broadcast {
+        #[arg(long, value_name = "DIR")]
+        network: PathBuf,
+        /// The orderer, by name.
+        #[arg(long)]
+        orderer: String,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Run one node in this process (used by the dev network to start its nodes).
     #[command(hide = true)]
     Node {
@@ -154,6 +246,69 @@ fn main() -> std::process::ExitCode {
         Some(Command::AddPeer { org, name }) => block_on(verbs::add_peer(&data, &org, &name)),
         Some(Command::AddOrg { name }) => block_on(verbs::add_org(&data, &name)),
         Some(Command::CreateChannel { id }) => block_on(verbs::create_channel(&data, &id)),
+        Some(Command::Extend {
+            network,
+            add_orderer,
+            host,
+            org,
+            port,
+            cluster_port,
+            ops_port,
+            id,
+        }) => verbs::extend::extend_orderer(
+            &network,
+            verbs::extend::NewOrderer {
+                name: add_orderer,
+                host,
+                org,
+                port,
+                cluster_port,
+                ops_port,
+                id,
+            },
+        ),
+        Some(Command::RenewTls { network, node }) => verbs::extend::renew_tls(&network, &node),
+        Some(Command::Load {
+            network,
+            dir,
+            clients,
+            rate,
+            raw_rate,
+            max_seconds,
+        }) => block_on(verbs::load::run(verbs::load::LoadOptions {
+            network,
+            dir,
+            load: chaos_tests::run::load::Load {
+                sdk_clients: clients,
+                sdk_rate: rate,
+                raw_rate,
+            },
+            max_seconds,
+        })),
+        Some(Command::Broadcast {
+            network,
+            orderer,
+            count,
+            timeout,
+            out,
+        }) => block_on(verbs::broadcast::run(verbs::broadcast::BroadcastOptions {
+            network,
+            orderer,
+            count,
+            timeout: Duration::from_secs(timeout),
+            out,
+        })),
+        Some(Command::Verify {
+            network,
+            acked,
+            orderers,
+            timeout,
+        }) => block_on(verbs::verify::run(verbs::verify::VerifyOptions {
+            network,
+            acked,
+            orderers,
+            timeout: Duration::from_secs(timeout),
+        })),
         None => block_on(devnet(cli.run)),
     };
     match result {

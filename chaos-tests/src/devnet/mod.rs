@@ -11,13 +11,22 @@
 //!       DIR/logs/NAME.log, pid in DIR/pids/NAME.pid; the verb waits until it serves
 //! ```
 //!
+//! For networks whose nodes something else runs (compose, Kubernetes), material-only verbs
+//! ([`extend`]: `extend`, `renew-tls`), a pausable recording workload with its checker
+//! ([`load`], [`verify`]: `load`, `verify`) and [`broadcast`] (envelopes to one orderer) act
+//! on a generated network's directory alone.
+//!
 //! The `devnet` that runs the network stops every recorded node when it stops
 //! ([`stop_recorded`]); a node whose process is gone leaves a stale record that the next
 //! `devnet` run clears.
 
+pub mod broadcast;
 mod channel;
+pub mod extend;
+pub mod load;
 mod nodes;
 mod org;
+pub mod verify;
 
 use std::path::Path;
 use std::path::PathBuf;

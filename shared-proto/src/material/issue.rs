@@ -64,7 +64,7 @@ fn write_pair(dir: &Path, cert: &IssuedCert) -> Result<(), MaterialError> {
     write(&dir.join("key.pem"), cert.key_pem()?.as_bytes(), true)
 }
 
-fn write_tls_pair(dir: &Path, cert: &TlsCert) -> Result<(), MaterialError> {
+pub(super) fn write_tls_pair(dir: &Path, cert: &TlsCert) -> Result<(), MaterialError> {
     write(&dir.join("cert.pem"), cert.cert_pem().as_bytes(), false)?;
     write(&dir.join("key.pem"), cert.key_pem().as_bytes(), true)
 }
@@ -165,11 +165,21 @@ impl OrgCas {
     }
 
     /// `validity`, ending no later than the CA does.
-    fn within(&self, validity: Validity) -> Validity {
+    pub(super) fn within(&self, validity: Validity) -> Validity {
         Validity {
             not_after_unix: validity.not_after_unix.min(self.not_after_unix),
             ..validity
         }
+    }
+
+    /// A TLS certificate (new key) for `name` with `sans`, within the CA's validity.
+    pub fn issue_tls(
+        &self,
+        name: &str,
+        sans: &[String],
+        validity: Validity,
+    ) -> Result<TlsCert, MaterialError> {
+        Ok(self.tlsca.issue(name, sans, self.within(validity))?)
     }
 
     /// A signing certificate for `name` in `role`, and a TLS certificate with `sans`.
@@ -223,7 +233,7 @@ pub(super) fn issue_user(
 }
 
 /// The names a node's TLS certificate is valid for.
-fn node_sans(host: &str, name: &str) -> Vec<String> {
+pub(super) fn node_sans(host: &str, name: &str) -> Vec<String> {
     vec![
         host.to_owned(),
         name.to_owned(),

@@ -17,11 +17,13 @@
 //! ```
 //! CA keys are kept beside their certificates so more members can be issued later
 //! ([`add_orderer`], [`add_peer`], [`add_peer_org`], [`add_channel`] extend a network's material
-//! without touching what exists); keep the directory private.
+//! without touching what exists); keep the directory private. [`renew_tls`] replaces one
+//! node's TLS certificate and key with new ones from its org's TLS CA (rotation).
 
 mod extend;
 mod generate;
 mod issue;
+mod renew;
 mod spec;
 
 pub use extend::add_channel;
@@ -32,6 +34,8 @@ pub use generate::generate;
 pub use generate::Generated;
 pub use generate::NodeMaterial;
 pub use generate::UserMaterial;
+pub use renew::renew_tls;
+pub use renew::RenewedTls;
 pub use spec::BatchSpec;
 pub use spec::ChaincodeSpec;
 pub use spec::ChannelPolicySpec;
@@ -71,5 +75,7 @@ pub enum MaterialError {
 
 #[cfg(test)]
 mod extend_tests;
+#[cfg(test)]
+mod renew_tests;
 #[cfg(test)]
 mod tests;
