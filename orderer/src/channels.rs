@@ -199,6 +199,9 @@ pub struct Registry {
     fatal: watch::Sender<Option<String>>,
     /// `/readyz` fails when any channel is not ready (default: only when none is).
     pub ready_requires_every_channel: bool,
+    /// This node's TLS certificate (DER), to tell when its consenter entry pins another one
+    /// (empty: not checked).
+    pub own_tls_cert: Vec<u8>,
 }
 
 impl Registry {
@@ -212,6 +215,7 @@ impl Registry {
             clock_skew_secs: 0.into(),
             fatal: watch::Sender::new(None),
             ready_requires_every_channel: false,
+            own_tls_cert: Vec::new(),
         }
     }
 

@@ -140,6 +140,7 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let mut registry = Registry::new(config.node_id, metrics);
         registry.ready_requires_every_channel = config.ready_requires_every_channel;
+        registry.own_tls_cert = tls.cert_der.clone();
         let registry = Arc::new(registry);
         let ctx = Arc::new(ChannelContext {
             node_id: config.node_id,

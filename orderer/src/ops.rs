@@ -42,14 +42,17 @@ pub async fn serve(
 }
 
 /// Why one channel is not ready on this node; empty when ready.
-pub fn channel_not_ready(node_id: u64, ch: &ChannelRuntime) -> Vec<String> {
-    let id = &ch.id;
+pub fn channel_not_ready(registry: &Registry, ch: &ChannelRuntime) -> Vec<String> {
+    let (node_id, id) = (registry.node_id, &ch.id);
     if let Some(sequence) = ch.removed_at() {
         return vec![format!(
             "channel {id}: this node was removed from its consenters (config sequence {sequence})"
         )];
     }
     let mut reasons = Vec::new();
+    if let Some(reason) = cert_not_pinned(registry, ch) {
+        reasons.push(format!("channel {id}: {reason}"));
+    }
     if let Some(reason) = raft_not_ready(node_id, ch) {
         reasons.push(format!("channel {id}: {reason}"));
     }
@@ -63,6 +66,29 @@ pub fn channel_not_ready(node_id: u64, ch: &ChannelRuntime) -> Vec<String> {
     reasons
 }
 
+/// Why this node's consenter entry does not pin the TLS certificate it runs with, if it does
+/// not: the other consenters then refuse everything it sends (votes, forwarded envelopes),
+/// while it still receives blocks, so nothing else shows it. Happens when a node is restarted
+/// with renewed TLS files before `orderer admin consenter replace` was ordered.
+fn cert_not_pinned(registry: &Registry, ch: &ChannelRuntime) -> Option<String> {
+    if registry.own_tls_cert.is_empty() {
+        return None;
+    }
+    let config = ch.config();
+    let entry = config
+        .consenters()
+        .iter()
+        .find(|c| c.id == registry.node_id)?;
+    (entry.client_tls_cert != registry.own_tls_cert).then(|| {
+        format!(
+            "this node's TLS certificate is not the one its consenter entry (id {}) pins: the \
+             other consenters refuse what it sends; order `orderer admin consenter replace` \
+             with its current certificate",
+            registry.node_id
+        )
+    })
+}
+
 /// Why the node is not ready; empty when ready (see the module doc).
 pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
     let mut reasons = Vec::new();
@@ -73,7 +99,7 @@ pub fn not_ready_reasons(registry: &Registry) -> Vec<String> {
             continue; // reported by /readyz?channel= and /status
         }
         counted += 1;
-        let why = channel_not_ready(registry.node_id, &ch);
+        let why = channel_not_ready(registry, &ch);
         ready += usize::from(why.is_empty());
         reasons.extend(why);
     }
@@ -132,7 +158,7 @@ async fn readyz(State(registry): State<Arc<Registry>>, uri: axum::http::Uri) -> 
     let reasons = match channel {
         None => not_ready_reasons(&registry),
         Some(id) => match registry.get(id) {
-            Some(ch) => channel_not_ready(registry.node_id, &ch),
+            Some(ch) => channel_not_ready(&registry, &ch),
             None => {
                 return (
                     StatusCode::NOT_FOUND,
