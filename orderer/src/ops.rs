@@ -197,6 +197,7 @@ async fn status(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
                 "pending": ch.status.borrow().pending,
                 "config_sequence": ch.status.borrow().config_sequence,
                 "role": crate::membership::role(registry.node_id, &ch),
+                "not_ready": channel_not_ready(&registry, &ch),
                 "raft": {
                     "term": raft.current_term,
                     "last_log_index": raft.last_log_index,
