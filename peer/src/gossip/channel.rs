@@ -326,9 +326,8 @@ impl ChannelGossip {
         }
     }
 
-    /// Planted bug `gossip_relays_before_verifying`: passes a pushed block on to `fanout`
-    /// members that may lack it before this peer has checked it.
-    fn relay_unverified(&self, shared: &Shared, number: u64, block: &Block) {
+    /// Up to `fanout` random members that may lack block `number`.
+    fn push_targets(&self, shared: &Shared, number: u64) -> Vec<String> {
         let mut lacking: Vec<String> = self
             .members(Instant::now())
             .into_iter()
@@ -337,6 +336,13 @@ impl ChannelGossip {
             .collect();
         lacking.shuffle(&mut rand::thread_rng());
         lacking.truncate(shared.settings.fanout);
+        lacking
+    }
+
+    /// Planted bug `gossip_relays_before_verifying`: passes a pushed block on to `fanout`
+    /// members that may lack it before this peer has checked it.
+    fn relay_unverified(&self, shared: &Shared, number: u64, block: &Block) {
+        let lacking = self.push_targets(shared, number);
         let message = GossipMessage {
             channel_id: self.id().to_owned(),
             content: Some(Content::Block(block.clone())),
@@ -538,17 +544,7 @@ impl ChannelGossip {
             }
             let height = *height_rx.borrow_and_update();
             for number in pushed.max(height.saturating_sub(PUSH_WINDOW))..height {
-                let targets: Vec<String> = {
-                    let mut lacking: Vec<String> = self
-                        .members(Instant::now())
-                        .into_iter()
-                        .filter(|m| m.height <= number)
-                        .map(|m| m.endpoint)
-                        .collect();
-                    lacking.shuffle(&mut rand::thread_rng());
-                    lacking.truncate(shared.settings.fanout);
-                    lacking
-                };
+                let targets = self.push_targets(shared, number);
                 if targets.is_empty() {
                     continue;
                 }
