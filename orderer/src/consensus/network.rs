@@ -26,6 +26,8 @@ use openraft::raft::InstallSnapshotResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::BasicNode;
+use openraft::LogId;
+use openraft::Vote;
 use shared_proto::channel::BYTES_ABSOLUTE_MAX_CEILING;
 use shared_proto::dial::Dialer;
 use shared_proto::pb::orderer::cluster_client::ClusterClient;
@@ -111,8 +113,8 @@ impl ClusterClients {
 pub struct Network {
     channel_id: String,
     clients: ClusterClients,
-    /// Per peer: the slot an AppendEntries holds while it crosses.
-    crossings: Arc<Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Per peer: what outlives one openraft connection to it.
+    links: Arc<Mutex<HashMap<NodeId, Arc<PeerLink>>>>,
     /// When each peer last answered (for the membership checks).
     liveness: Arc<crate::membership::Liveness>,
 }
@@ -126,7 +128,7 @@ impl Network {
         Network {
             channel_id: channel_id.to_owned(),
             clients,
-            crossings: Arc::default(),
+            links: Arc::default(),
             liveness,
         }
     }
@@ -141,14 +143,59 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client: self.clients.client(&node.addr).map_err(Arc::new),
             liveness: self.liveness.clone(),
-            crossing: self
-                .crossings
+            link: self
+                .links
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entry(target)
                 .or_default()
                 .clone(),
         }
+    }
+}
+
+/// What one channel's Raft group keeps per peer across the connections openraft opens to it.
+#[derive(Debug, Default)]
+struct PeerLink {
+    /// Held by an AppendEntries that carries entries while it crosses: one at a time.
+    crossing: Arc<tokio::sync::Mutex<()>>,
+    /// The last entry the peer acknowledged to a crossing, with the leader vote it was sent
+    /// under. openraft stops waiting after one heartbeat, so it may not have seen that answer.
+    acked: Mutex<Option<(Vote<NodeId>, LogId<NodeId>)>>,
+}
+
+impl PeerLink {
+    fn record_ack(&self, vote: Vote<NodeId>, last: LogId<NodeId>) {
+        let mut acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
+        match &*acked {
+            Some((v, l)) if *v == vote && *l >= last => {}
+            _ => *acked = Some((vote, last)),
+        }
+    }
+
+    fn forget_ack(&self) {
+        *self.acked.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The entry of `rpc` the peer already holds by an earlier acknowledgement under the same
+    /// leader vote, when that is past `rpc.prev_log_id`. By Raft's log matching (same index
+    /// and term, same prefix) the peer then holds every entry of `rpc` up to it.
+    fn acked_within(&self, rpc: &AppendEntriesRequest<TypeConfig>) -> Option<LogId<NodeId>> {
+        let acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
+        let (vote, acked) = acked.as_ref()?;
+        if *vote != rpc.vote || rpc.prev_log_id.is_some_and(|p| p.index >= acked.index) {
+            return None;
+        }
+        let last = rpc.entries.last()?.log_id;
+        if acked.index >= last.index {
+            // The leader's log is not truncated within its own term: `last` precedes `acked`.
+            return (acked.index > last.index || *acked == last).then_some(last);
+        }
+        rpc.entries
+            .iter()
+            .find(|e| e.log_id.index == acked.index)
+            .filter(|e| e.log_id == *acked)
+            .map(|e| e.log_id)
     }
 }
 
@@ -161,9 +208,8 @@ pub struct Connection {
     channel_id: String,
     target: NodeId,
     client: Result<ClusterClient<Channel>, Arc<AddressError>>,
-    /// Held by the AppendEntries crossing to this peer, shared by every connection openraft
-    /// opens to it for this channel.
-    crossing: Arc<tokio::sync::Mutex<()>>,
+    /// Shared by every connection openraft opens to this peer for this channel.
+    link: Arc<PeerLink>,
     liveness: Arc<crate::membership::Liveness>,
 }
 
@@ -233,17 +279,29 @@ impl Connection {
     /// Sends one AppendEntries on its own task, so that openraft giving up after one heartbeat
     /// does not cut it off mid-transfer: a large entry still reaches the follower (which then
     /// appends it and resets its election timer) instead of being resent from scratch every
-    /// heartbeat while the follower hears nothing and elects a new leader. One crossing at a
-    /// time per peer: a new call first waits for the previous one (within openraft's timeout).
+    /// heartbeat while the follower hears nothing and elects a new leader. The peer's answer
+    /// is kept ([`PeerLink::acked`]) for openraft's next call. One crossing at a time per
+    /// peer: a new call first waits for the previous one (within openraft's timeout).
     async fn send_append(
         &mut self,
         rpc: &AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        let slot = self.crossing.clone().lock_owned().await;
+        let slot = self.link.crossing.clone().lock_owned().await;
         let (mut client, request) =
             self.request(Kind::AppendEntries, rpc, APPEND_ENTRIES_CROSSING_MAX)?;
+        let link = self.link.clone();
+        let liveness = self.liveness.clone();
+        let (target, vote, last) = (self.target, rpc.vote, rpc.entries.last().map(|e| e.log_id));
         let crossing = tokio::spawn(async move {
             let response = client.raft(request).await.map(tonic::Response::into_inner);
+            if let Ok(r) = &response {
+                liveness.heard(target);
+                let answer: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+                    decode(&r.payload).unwrap_or(Ok(AppendEntriesResponse::Conflict));
+                if let (Ok(AppendEntriesResponse::Success), Some(last)) = (answer, last) {
+                    link.record_ack(vote, last);
+                }
+            }
             drop(slot);
             response
         });
@@ -263,8 +321,34 @@ impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        if rpc.entries.is_empty() {
+            // A heartbeat (from the last entry the peer matched) does not queue behind a
+            // crossing: the peer's election timer and the quorum check depend on it.
+            return self.call(Kind::AppendEntries, &rpc, &option).await;
+        }
+        if let Some(held) = self.link.acked_within(&rpc) {
+            // An earlier crossing delivered entries up to `held` after openraft stopped
+            // waiting. Confirm it with a heartbeat from there, and report the peer matched up
+            // to it so that openraft sends on from there instead of the same range again.
+            let sent_last = rpc.entries.last().map(|e| e.log_id);
+            rpc.prev_log_id = Some(held);
+            rpc.entries.clear();
+            let response = self.call(Kind::AppendEntries, &rpc, &option).await?;
+            return match response {
+                AppendEntriesResponse::Success if sent_last == Some(held) => Ok(response),
+                AppendEntriesResponse::Success => {
+                    Ok(AppendEntriesResponse::PartialSuccess(Some(held)))
+                }
+                AppendEntriesResponse::Conflict => {
+                    // Not expected within one leader's term; forget and resend the range.
+                    self.link.forget_ack();
+                    Err(RPCError::Network(NetworkError::new(&AckGone(held))))
+                }
+                other => Ok(other),
+            };
+        }
         let keep = entries_within(&rpc.entries, APPEND_ENTRIES_BYTES_MAX);
         if keep == rpc.entries.len() {
             return self.send_append(&rpc).await;
@@ -294,6 +378,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.call(Kind::Vote, &rpc, &option).await
     }
 }
+
+/// The peer no longer holds an entry it acknowledged under the current leader.
+#[derive(Debug, thiserror::Error)]
+#[error("peer no longer holds entry {0} it acknowledged under this leader")]
+struct AckGone(LogId<NodeId>);
 
 /// Approximate encoded size of one entry: its envelopes plus framing.
 pub fn entry_bytes(entry: &Entry) -> usize {
@@ -345,5 +434,45 @@ mod tests {
         let mixed = vec![entry(1, 3 * mib), entry(2, 3 * mib), entry(3, 3 * mib)];
         assert_eq!(entries_within(&mixed, APPEND_ENTRIES_BYTES_MAX), 2);
         assert_eq!(entries_within(&[], APPEND_ENTRIES_BYTES_MAX), 0);
+    }
+
+    fn append(vote: Vote<NodeId>, prev: u64, last: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote,
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), prev)),
+            leader_commit: None,
+            entries: (prev + 1..=last).map(|i| entry(i, 16)).collect(),
+        }
+    }
+
+    #[test]
+    fn an_ack_openraft_stopped_waiting_for_advances_only_the_same_leaders_range() {
+        let vote = Vote::new_committed(1, 1);
+        let link = PeerLink::default();
+        assert_eq!(link.acked_within(&append(vote, 3, 8)), None);
+        link.record_ack(vote, LogId::new(CommittedLeaderId::new(1, 1), 5));
+        // Acked up to 5: a resend from 3 is answered from 5; one from 5 on goes out as is.
+        assert_eq!(
+            link.acked_within(&append(vote, 3, 8)).map(|l| l.index),
+            Some(5)
+        );
+        assert_eq!(link.acked_within(&append(vote, 5, 8)), None);
+        // A shorter resend is covered entirely.
+        assert_eq!(
+            link.acked_within(&append(vote, 2, 4)).map(|l| l.index),
+            Some(4)
+        );
+        // An older ack does not move it back; another leader's vote does not use it.
+        link.record_ack(vote, LogId::new(CommittedLeaderId::new(1, 1), 4));
+        assert_eq!(
+            link.acked_within(&append(vote, 3, 8)).map(|l| l.index),
+            Some(5)
+        );
+        assert_eq!(
+            link.acked_within(&append(Vote::new_committed(2, 2), 3, 8)),
+            None
+        );
+        link.forget_ack();
+        assert_eq!(link.acked_within(&append(vote, 3, 8)), None);
     }
 }
