@@ -4,7 +4,8 @@
 #     manifest offline against the Kubernetes schemas in strict mode (kubernetes-validate);
 #     skipped with a message when kubectl is absent.
 #     When Docker answers, the pods those overlays describe also run as containers with the
-#     same mounts, security settings and DNS names (deploy/k8s/docker-smoke.sh).
+#     same mounts, security settings and DNS names (deploy/k8s/docker-smoke.sh). The alert
+#     rules (components/alerts) pass promtool's unit tests.
 #  2. Containers: when `docker info` works, build the image, bring the compose network up,
 #     submit transactions and see them committed on every orderer and peer, SIGKILL the Raft
 #     leader's container, submit more and see them committed, start it again and see it catch
@@ -27,6 +28,7 @@ k8s_check() {
     return 0
   fi
   deploy/k8s/validate.sh
+  deploy/k8s/components/alerts/alerts-test.sh
 }
 
 k8s_smoke() {
@@ -92,6 +94,13 @@ compose_check() {
   check_balances ci-b 8
   print_heights
   echo "compose smoke: passed"
+
+  echo "-- the alert rules read only metrics these nodes export"
+  local mdir
+  mdir="$(mktemp -d)"
+  for n in "${ORDERERS[@]}" "${PEERS[@]}"; do metrics_of "$n" >"$mdir/$n.txt"; done
+  METRICS_DIR="$mdir" deploy/k8s/components/alerts/alerts-test.sh
+  rm -rf "$mdir"
 
   echo "-- 4. the runbook on this network (deploy/compose/runbook-test.sh)"
   deploy/compose/runbook-test.sh

@@ -18,6 +18,14 @@ cli() { docker run --rm --network "$WEFT_NETWORK" -v "$WEFT_NET:/etc/weft/net:ro
 
 ops_of() { case "$1" in orderer*) echo "$1:8450" ;; *) echo "$1:8451" ;; esac; }
 
+# /metrics of node $1, fetched from the host at its container's address on the network.
+metrics_of() {
+  local ip ops
+  ip="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$WEFT_NETWORK\").IPAddress}}" "$(container_of "$1")")"
+  ops="$(ops_of "$1")"
+  curl -fsS --max-time 10 "http://$ip:${ops##*:}/metrics"
+}
+
 # Height of CHANNEL on node $1 (from its ops /status), or -1 when it does not answer.
 height() {
   local out

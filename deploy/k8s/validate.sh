@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Renders every overlay with `kubectl kustomize` (offline) and validates every manifest
 # against the Kubernetes schemas in strict mode (kubernetes-validate, bundled schemas, no
-# network): an unknown field is an error. The ServiceMonitor (a CRD, overlays/monitoring) has
-# no bundled schema: it is checked to render, and reported.
+# network): an unknown field is an error. The ServiceMonitor and PrometheusRule (CRDs,
+# overlays/monitoring) have no bundled schema: they are checked to render, and reported; the
+# alert rules themselves are checked by promtool (components/alerts/alerts-test.sh).
 #
 #   deploy/k8s/validate.sh            # generates the material first when it is missing
 set -euo pipefail
