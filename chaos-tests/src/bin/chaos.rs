@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! chaos list
-//! chaos run --scenario NAME --seed N --duration SECS --out DIR
-//! chaos suite --seeds K --duration SECS --out DIR [--scenarios a,b,...]
+//! chaos run --scenario NAME --seed N --duration SECS --out DIR [--backend docker]
+//! chaos suite --seeds K --duration SECS --out DIR [--scenarios a,b,...] [--backend docker]
 //! chaos mutants --out DIR [--seed N] [--duration SECS] [--only a,b]   (build with --features mutants)
 //! chaos node orderer|peer --config FILE      (how the harness starts each node)
 //! ```
@@ -31,6 +31,29 @@ struct Cli {
     command: Command,
 }
 
+/// Where the nodes run.
+#[derive(Debug, Clone, clap::Args)]
+struct BackendArgs {
+    /// `process` (child processes of this harness) or `docker` (containers of --image on a
+    /// Docker network; skipped with a message when no engine answers).
+    #[arg(long, default_value = "process", value_parser = ["process", "docker"])]
+    backend: String,
+    /// The image the docker backend runs (deploy/build-image.sh builds it).
+    #[arg(long, default_value = "weft:dev")]
+    image: String,
+}
+
+impl BackendArgs {
+    fn backend(&self) -> chaos_tests::harness::Backend {
+        match self.backend.as_str() {
+            "docker" => chaos_tests::harness::Backend::Docker {
+                image: self.image.clone(),
+            },
+            _ => chaos_tests::harness::Backend::Process,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Every scenario, with what it does.
@@ -46,6 +69,8 @@ enum Command {
         duration: f64,
         #[arg(long, default_value = "chaos-out")]
         out: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Every scenario (or those named) with seeds 1..=K; summary.json and index.html in OUT.
     Suite {
@@ -58,6 +83,8 @@ enum Command {
         /// Comma-separated scenario names (default: all this build can run).
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Each planted bug (a build with `--features mutants`) against the scenarios that should
     /// catch it; OUT/mutants.json says which caught it and after how long.
@@ -94,16 +121,18 @@ fn main() -> std::process::ExitCode {
             seed,
             duration,
             out,
+            backend,
         } => block_on(async move {
             let s = scenario::find(&scenario).with_context(|| {
                 format!("no scenario {scenario:?}; `chaos list` names them all")
             })?;
-            check_buildable(&s)?;
-            if let Some(why) = s.unavailable() {
+            let backend = backend.backend();
+            check_buildable(&s, &backend)?;
+            if let Some(why) = s.unavailable_on(&backend) {
                 println!("skipped {}: {why}", s.name);
                 return Ok(true);
             }
-            let o = options(s, seed, duration, out)?;
+            let o = options(s, seed, duration, out, backend)?;
             let r = run_one(&o, 1, 1).await?;
             Ok(r.passed)
         }),
@@ -112,7 +141,8 @@ fn main() -> std::process::ExitCode {
             duration,
             out,
             scenarios,
-        } => block_on(suite(seeds, duration, out, scenarios)),
+            backend,
+        } => block_on(suite(seeds, duration, out, scenarios, backend.backend())),
         Command::Mutants {
             out,
             seed,
@@ -156,10 +186,16 @@ fn list() {
     }
 }
 
-/// A crash-point scenario needs nodes built with failpoints.
-fn check_buildable(s: &scenario::Scenario) -> anyhow::Result<()> {
+/// A crash-point scenario needs nodes built with failpoints (on the process backend: the
+/// docker backend skips it).
+fn check_buildable(
+    s: &scenario::Scenario,
+    backend: &chaos_tests::harness::Backend,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !s.shape.failpoints || cfg!(feature = "failpoints"),
+        !s.shape.failpoints
+            || cfg!(feature = "failpoints")
+            || *backend != chaos_tests::harness::Backend::Process,
         "scenario {} needs a build with failpoints: cargo run --release -p chaos-tests \
          --features failpoints --bin chaos -- ...",
         s.name
@@ -172,6 +208,7 @@ fn options(
     seed: u64,
     duration: f64,
     dir: PathBuf,
+    backend: chaos_tests::harness::Backend,
 ) -> anyhow::Result<RunOptions> {
     anyhow::ensure!(
         duration.is_finite() && duration >= 10.0,
@@ -188,6 +225,7 @@ fn options(
         mutant: std::env::var(shared_proto::mutants::ENV)
             .ok()
             .filter(|m| !m.is_empty()),
+        backend,
     })
 }
 
@@ -263,6 +301,7 @@ async fn suite(
     duration: f64,
     out: PathBuf,
     names: Vec<String>,
+    backend: chaos_tests::harness::Backend,
 ) -> anyhow::Result<bool> {
     let chosen: Vec<scenario::Scenario> = if names.is_empty() {
         scenario::all()
@@ -279,12 +318,13 @@ async fn suite(
             .collect::<anyhow::Result<_>>()?
     };
     for s in &chosen {
-        check_buildable(s)?;
+        check_buildable(s, &backend)?;
     }
-    // A scenario this machine cannot run (no libfaketime, no tmpfs mounts) is skipped.
+    // A scenario this machine or backend cannot run (no libfaketime, no tmpfs mounts, no
+    // Docker engine, a fault the backend does not carry out) is skipped.
     let chosen: Vec<scenario::Scenario> = chosen
         .into_iter()
-        .filter(|s| match s.unavailable() {
+        .filter(|s| match s.unavailable_on(&backend) {
             Some(why) => {
                 println!("skipped {}: {why}", s.name);
                 false
@@ -300,7 +340,7 @@ async fn suite(
         for seed in 1..=seeds {
             index += 1;
             let dir = run::run_dir(&out, s.name, seed);
-            let o = options(s.clone(), seed, duration, dir)?;
+            let o = options(s.clone(), seed, duration, dir, backend.clone())?;
             let r = run_one(&o, index, total).await?;
             all_passed &= r.passed;
         }

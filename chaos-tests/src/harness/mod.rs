@@ -11,11 +11,15 @@
 //!             with its data dir on a small tmpfs (disk.rs)
 //! ```
 //!
+//! With [`Backend::Docker`] each node is a container of the image instead (docker.rs), at an
+//! address of its own on a Docker network of the cluster's, the same ports on every node.
+//!
 //! Promises: every wait has a deadline; dropping the cluster stops every process it started
 //! (SIGTERM, then SIGKILL); a node's log is `DIR/logs/NAME.log`.
 
 pub mod clock;
 pub mod disk;
+pub mod docker;
 pub mod node;
 pub mod ports;
 
@@ -50,6 +54,16 @@ pub struct Options {
     /// away long enough need a snapshot to come back).
     pub snapshot_interval_entries: u64,
     pub entries_kept_after_snapshot: u64,
+    pub backend: Backend,
+}
+
+/// What a node runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `chaos node KIND --config FILE`, a child process of the harness.
+    Process,
+    /// A container of `image` (`deploy/build-image.sh`) on a Docker network of the cluster's.
+    Docker { image: String },
 }
 
 impl Default for Options {
@@ -63,6 +77,7 @@ impl Default for Options {
             batch_timeout_ms: 100,
             snapshot_interval_entries: 200,
             entries_kept_after_snapshot: 20,
+            backend: Backend::Process,
         }
     }
 }
@@ -74,6 +89,8 @@ pub struct Cluster {
     pub generated: Generated,
     pub nodes: Vec<Node>,
     exe: PathBuf,
+    /// The docker backend's network (removed after the nodes' containers: declared last).
+    docker_net: Option<docker::DockerNet>,
 }
 
 /// Ports per node: service, cluster or gossip, ops.
@@ -94,13 +111,52 @@ impl Cluster {
             base_port: 0,
         };
         let count = o.orderers + o.orgs * o.peers_per_org;
-        let mut held = Reservation::take(count * PORTS_PER_NODE)?;
-        let spec = topology.spec_with_ports(&held.ports())?;
         std::fs::create_dir_all(dir)?;
+        // A container mounts the run's directory at the same path: configs name absolute paths.
+        let canonical;
+        let dir = if matches!(o.backend, Backend::Docker { .. }) {
+            canonical = dir
+                .canonicalize()
+                .with_context(|| format!("resolving {}", dir.display()))?;
+            canonical.as_path()
+        } else {
+            dir
+        };
+        let (mut held, docker_net, mut spec) = match &o.backend {
+            Backend::Process => {
+                let held = Reservation::take(count * PORTS_PER_NODE)?;
+                let spec = topology.spec_with_ports(&held.ports())?;
+                (held, None, spec)
+            }
+            Backend::Docker { .. } => {
+                // Every node has an address of its own, so every node uses the same ports.
+                let ports: Vec<u16> = (0..count).flat_map(|_| [7050, 7051, 7052]).collect();
+                let net = docker::DockerNet::create(&docker_name(dir, "net"))?;
+                (
+                    Reservation::default(),
+                    Some(net),
+                    topology.spec_with_ports(&ports)?,
+                )
+            }
+        };
+        if let Some(net) = &docker_net {
+            let hosts = spec
+                .orderer_orgs
+                .iter_mut()
+                .flat_map(|o| o.orderers.iter_mut().map(|n| &mut n.host))
+                .chain(
+                    spec.peer_orgs
+                        .iter_mut()
+                        .flat_map(|o| o.peers.iter_mut().map(|n| &mut n.host)),
+                );
+            for (i, host) in hosts.enumerate() {
+                *host = net.address(i);
+            }
+        }
         let generated = shared_proto::material::generate(&spec, &dir.join("net"), now_unix())
             .context("generating the cluster's material")?;
         let mut nodes = Vec::new();
-        for view in crate::topology::nodes(&generated) {
+        for (i, view) in crate::topology::nodes(&generated).into_iter().enumerate() {
             let data_dir = edit_config(&view, |table| {
                 if view.kind == Kind::Orderer {
                     set_raft(table, o)?;
@@ -111,13 +167,32 @@ impl Cluster {
                 .join("logs")
                 .join(format!("{}.log", view.name.replace('/', "-")));
             let reserved = held.split_off_front(PORTS_PER_NODE);
-            nodes.push(Node::new(view, data_dir, log, reserved));
+            let mut node = Node::new(view, data_dir, log, reserved);
+            if let (Some(net), Backend::Docker { image }) = (&docker_net, &o.backend) {
+                let name = docker_name(dir, &node.view.name.replace('/', "-"));
+                let container = docker::Container::create(
+                    &name,
+                    image,
+                    net,
+                    &net.address(i),
+                    node.kind(),
+                    &node.view.config,
+                    dir,
+                    &node.log,
+                )?;
+                node.set_container(container);
+            }
+            nodes.push(node);
+        }
+        if docker_net.is_some() {
+            docker::give_to_image_user(dir)?;
         }
         Ok(Cluster {
             dir: dir.to_path_buf(),
             generated,
             nodes,
             exe: exe.to_path_buf(),
+            docker_net,
         })
     }
 
@@ -259,7 +334,29 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
+        // Containers (with the nodes) go before their network.
+        self.nodes.clear();
+        drop(self.docker_net.take());
     }
+}
+
+/// A Docker object name of this cluster: unique per run directory and process.
+fn docker_name(dir: &Path, what: &str) -> String {
+    let run = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let run: String = run
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("weft-chaos-{}-{run}-{what}", std::process::id())
 }
 
 /// Edits a generated node config in place with `edit`; returns the node's data dir.

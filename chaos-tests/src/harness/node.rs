@@ -1,6 +1,8 @@
 //! One node of a harness cluster: a real process (`chaos node orderer|peer --config FILE`, the
-//! same startup path as `orderer start` and `peer start`) with the process faults a scenario
-//! applies: SIGKILL, SIGSTOP/SIGCONT, graceful stop, restart, data dir wiped.
+//! same startup path as `orderer start` and `peer start`) or a container of the image running
+//! `orderer start` / `peer start` (docker.rs), with the process faults a scenario applies:
+//! SIGKILL, SIGSTOP/SIGCONT (the cgroup freezer for a container), graceful stop, restart, data
+//! dir wiped; a container can also be taken off its network.
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use anyhow::Context as _;
 
 use super::clock::Skew;
 use super::disk::SmallDisk;
+use super::docker::Container;
 use super::ports::Reservation;
 use crate::launcher;
 use crate::launcher::Kind;
@@ -37,7 +40,13 @@ pub struct Node {
     /// Its ports, held until the node first binds them.
     reserved: Option<Reservation>,
     process: Option<NodeProcess>,
+    /// The docker backend's container (then `process` stays `None`).
+    container: Option<Container>,
+    /// The container was started by the harness and not stopped since.
+    container_started: bool,
     paused: bool,
+    /// The container is off its network.
+    disconnected: bool,
     /// Extra environment of the next start (e.g. `FAILPOINTS`).
     env: Vec<(String, String)>,
     /// The small disk its data dir is on during a disk-full fault.
@@ -52,10 +61,18 @@ impl Node {
             log,
             reserved: Some(reserved),
             process: None,
+            container: None,
+            container_started: false,
             paused: false,
+            disconnected: false,
             env: Vec::new(),
             small_disk: None,
         }
+    }
+
+    /// The node runs as `container` (the docker backend) from now on.
+    pub fn set_container(&mut self, container: Container) {
+        self.container = Some(container);
     }
 
     /// Sets an environment variable for the next starts.
@@ -91,7 +108,10 @@ impl Node {
     }
 
     pub fn state(&mut self) -> State {
-        let alive = self.process.as_mut().is_some_and(|p| p.exited().is_none());
+        let alive = match &self.container {
+            Some(c) => self.container_started && c.inspect().is_ok_and(|(running, _)| running),
+            None => self.process.as_mut().is_some_and(|p| p.exited().is_none()),
+        };
         match (alive, self.paused) {
             (false, _) => State::Stopped,
             (true, true) => State::Paused,
@@ -106,6 +126,18 @@ impl Node {
 
     /// Whether the process exited on its own (not by the harness), and how.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        if let Some(c) = &self.container {
+            use std::os::unix::process::ExitStatusExt as _;
+            if !self.container_started {
+                return None;
+            }
+            let (running, code) = c.inspect().ok()?;
+            if running {
+                return None;
+            }
+            let _ = c.save_log();
+            return Some(std::process::ExitStatus::from_raw((code & 0xff) << 8));
+        }
         self.process.as_mut().and_then(NodeProcess::exited)
     }
 
@@ -117,6 +149,22 @@ impl Node {
             self.name()
         );
         drop(self.reserved.take());
+        if let Some(c) = &self.container {
+            anyhow::ensure!(
+                self.env.is_empty(),
+                "{}: the docker backend does not set a node's environment ({})",
+                self.view.name,
+                self.env
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            c.start()?;
+            self.container_started = true;
+            self.paused = false;
+            return Ok(());
+        }
         let p = NodeProcess::spawn_with_env(
             exe,
             self.view.kind,
@@ -132,6 +180,14 @@ impl Node {
 
     /// SIGKILL: the process dies where it stands; nothing of its shutdown path runs.
     pub fn kill(&mut self) {
+        if let Some(c) = &self.container {
+            if self.container_started {
+                if let Err(e) = c.kill() {
+                    eprintln!("{}: kill: {e:#}", self.view.name);
+                }
+            }
+            self.container_started = false;
+        }
         if let Some(mut p) = self.process.take() {
             p.kill();
         }
@@ -143,6 +199,14 @@ impl Node {
         if self.paused {
             let _ = self.resume();
         }
+        if let Some(c) = &self.container {
+            if self.container_started {
+                if let Err(e) = c.stop() {
+                    eprintln!("{}: stop: {e:#}", self.view.name);
+                }
+            }
+            self.container_started = false;
+        }
         if let Some(mut p) = self.process.take() {
             p.stop(STOP_GRACE);
         }
@@ -150,6 +214,11 @@ impl Node {
 
     /// SIGSTOP: the process is frozen, its sockets stay open.
     pub fn pause(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = &self.container {
+            c.pause()?;
+            self.paused = true;
+            return Ok(());
+        }
         let p = self
             .process
             .as_ref()
@@ -161,10 +230,39 @@ impl Node {
 
     /// SIGCONT.
     pub fn resume(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = &self.container {
+            if self.paused {
+                c.unpause()?;
+            }
+            self.paused = false;
+            return Ok(());
+        }
         if let Some(p) = self.process.as_ref() {
             p.signal("CONT")?;
         }
         self.paused = false;
+        Ok(())
+    }
+
+    /// Takes the node's container off its network (the docker backend only).
+    pub fn disconnect(&mut self) -> anyhow::Result<()> {
+        let c = self.container.as_ref().with_context(|| {
+            format!(
+                "{}: disconnecting a node needs the docker backend",
+                self.view.name
+            )
+        })?;
+        c.disconnect()?;
+        self.disconnected = true;
+        Ok(())
+    }
+
+    /// Puts a disconnected container back on its network.
+    pub fn reconnect(&mut self) -> anyhow::Result<()> {
+        if let (Some(c), true) = (&self.container, self.disconnected) {
+            c.connect()?;
+        }
+        self.disconnected = false;
         Ok(())
     }
 

@@ -48,6 +48,8 @@ enum Heal {
     },
     Start(Vec<String>),
     Resume(String),
+    /// Put the container back on its network.
+    Reconnect(String),
     /// Stop the forger.
     Forger(tokio::task::AbortHandle),
     Net,
@@ -221,6 +223,10 @@ pub async fn apply(c: &mut Cluster, net: Option<&Net>, step: &Step) -> anyhow::R
             Heal::AddBack(first.clone())
         }
         Action::ForgeGossip => Heal::Forger(super::forge::start(c, &first).await?),
+        Action::Disconnect => {
+            c.node(&first)?.disconnect()?;
+            Heal::Reconnect(first.clone())
+        }
         Action::PowerCut => {
             for t in &targets {
                 let node = c.node(t)?;
@@ -463,6 +469,7 @@ pub async fn heal(c: &mut Cluster, net: Option<&Net>, applied: &Applied) -> anyh
             }
         }
         Heal::Resume(n) => c.node(n)?.resume()?,
+        Heal::Reconnect(n) => c.node(n)?.reconnect()?,
         Heal::Forger(task) => task.abort(),
         Heal::Net => {
             if let Some(net) = net {

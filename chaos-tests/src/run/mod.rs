@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub load: load::Load,
     /// A planted bug the nodes were built with (reported; the run fails if a check fails).
     pub mutant: Option<String>,
+    /// Processes, or containers of an image.
+    pub backend: crate::harness::Backend,
 }
 
 impl RunOptions {
@@ -69,6 +71,12 @@ impl RunOptions {
         } else {
             ""
         };
+        let backend = match &self.backend {
+            crate::harness::Backend::Process => String::new(),
+            crate::harness::Backend::Docker { image } => {
+                format!(" --backend docker --image {image}")
+            }
+        };
         let env = self
             .mutant
             .as_ref()
@@ -76,7 +84,7 @@ impl RunOptions {
             .unwrap_or_default();
         format!(
             "{env}cargo run --release -p chaos-tests{features} --bin chaos -- run --scenario {} \
-             --seed {} --duration {} --out {}",
+             --seed {} --duration {} --out {}{backend}",
             self.scenario.name,
             self.seed,
             self.duration_s,
@@ -94,7 +102,10 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<RunReport> {
     let mut report = RunReport {
         scenario: o.scenario.name.to_owned(),
         seed: o.seed,
-        backend: Backend::Process,
+        backend: match o.backend {
+            crate::harness::Backend::Process => Backend::Process,
+            crate::harness::Backend::Docker { .. } => Backend::Docker,
+        },
         duration_s: o.duration_s,
         faults: faults.clone(),
         txs: crate::report::TxCounts::default(),
@@ -135,6 +146,7 @@ async fn drive(
         orderers: shape.orderers,
         orgs: shape.orgs,
         peers_per_org: shape.peers_per_org,
+        backend: o.backend.clone(),
         ..Options::default()
     };
     let mut cluster = Cluster::create(&options, &o.dir, &o.exe)?;

@@ -123,6 +123,15 @@ pub fn all() -> Vec<Scenario> {
             SHORT,
         ),
         repeat(
+            "leader_disconnect",
+            "docker network disconnect the leader's container (its links and its clients' \
+             connections cut); connect it again after the hold [--backend docker]",
+            plain,
+            Action::Disconnect,
+            &[Target::Leader],
+            SHORT,
+        ),
+        repeat(
             "leader_isolate",
             "Cut every link of the leader (connections stay open, nothing passes)",
             proxied,

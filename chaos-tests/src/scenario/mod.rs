@@ -76,6 +76,10 @@ pub enum Action {
     /// A malicious member of the target peer's org pushes blocks it signed itself to the
     /// target during the hold (run/forge.rs).
     ForgeGossip,
+    /// The node's container is taken off its Docker network (`docker network disconnect`):
+    /// every link and every client connection cut; reconnected at the end of the hold. The
+    /// docker backend only.
+    Disconnect,
 }
 
 impl Action {
@@ -106,6 +110,7 @@ impl Action {
             Action::ConsenterRemoveAdd => "consenter_remove_add".into(),
             Action::ForgeGossip => "forge_gossip".into(),
             Action::PowerCut => "power_cut".into(),
+            Action::Disconnect => "disconnect".into(),
         }
     }
 
@@ -234,7 +239,43 @@ fn name_hash(name: &str) -> u64 {
     })
 }
 
+/// Faults the docker backend carries out: the process faults, through Docker.
+fn docker_can(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::Kill
+            | Action::KillAndWipe
+            | Action::Pause
+            | Action::RollingRestart
+            | Action::Disconnect
+    )
+}
+
 impl Scenario {
+    /// Why the scenario cannot run on `backend` here, if it cannot. The run is then skipped,
+    /// not failed.
+    pub fn unavailable_on(&self, backend: &crate::harness::Backend) -> Option<String> {
+        let actions = self.pattern.actions();
+        match backend {
+            crate::harness::Backend::Docker { image } => {
+                if let Some(a) = actions.iter().find(|a| !docker_can(a)) {
+                    return Some(format!(
+                        "the docker backend does not carry out {} faults (kill, kill and wipe, \
+                         pause, rolling restart, disconnect only)",
+                        a.kind()
+                    ));
+                }
+                crate::harness::docker::unavailable(image)
+            }
+            crate::harness::Backend::Process => {
+                if actions.iter().any(|a| **a == Action::Disconnect) {
+                    return Some("disconnect faults need --backend docker".into());
+                }
+                self.unavailable()
+            }
+        }
+    }
+
     /// Why this machine cannot run the scenario, if it cannot: libfaketime missing (clock
     /// skew) or mounting a tmpfs refused (disk full). The run is then skipped, not failed.
     pub fn unavailable(&self) -> Option<String> {
@@ -380,5 +421,25 @@ mod tests {
         assert!(all().len() >= 16, "{} scenarios", all().len());
         assert!(find("leader_kill").is_some());
         assert!(find("no_such_scenario").is_none());
+    }
+
+    #[test]
+    fn each_backend_skips_the_faults_it_cannot_carry_out_and_says_which() {
+        use crate::harness::Backend;
+        let process = Backend::Process;
+        let why = find("leader_disconnect").unwrap().unavailable_on(&process);
+        assert!(why.unwrap().contains("--backend docker"));
+        assert_eq!(find("leader_kill").unwrap().unavailable_on(&process), None);
+        // An image no engine has: the docker backend refuses before any Docker call for a
+        // fault it cannot carry out, and names it.
+        let docker = Backend::Docker {
+            image: "weft-no-such-image:none".into(),
+        };
+        let why = find("leader_isolate").unwrap().unavailable_on(&docker);
+        assert!(why.unwrap().contains("does not carry out isolate faults"));
+        let why = find("crash_at_apply").unwrap().unavailable_on(&docker);
+        assert!(why.unwrap().contains("crash_at"));
+        let why = find("leader_kill").unwrap().unavailable_on(&docker);
+        assert!(why.is_some(), "no engine or no such image: skipped");
     }
 }
