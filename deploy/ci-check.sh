@@ -11,7 +11,8 @@
 #     leader's container, submit more and see them committed, start it again and see it catch
 #     up; then the runbook on the same network (deploy/compose/runbook-test.sh: scale out to 5
 #     orderers and in to 3 by the admin consenter commands, a wiped member replaced, a rolling
-#     restart, a TLS certificate rotation, each checked under a recording workload: no
+#     restart, a rolling upgrade (containers recreated from another image tag), a TLS
+#     certificate rotation, each checked under a recording workload: no
 #     acknowledged transaction lost); tear down. Skipped with a message when no Docker engine
 #     answers.
 #

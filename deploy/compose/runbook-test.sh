@@ -9,7 +9,9 @@
 #   4. replace a wiped member    orderer2's container and volume removed, started empty: it
 #                                rejoins as the consenter it is and catches up
 #   5. rolling restart           every orderer restarted in turn, each back before the next
-#   6. TLS certificate rotation  devnet renew-tls orderer3, consenter replace, restart; envelopes
+#   6. rolling upgrade           every orderer, then every peer, recreated in turn from another
+#                                image tag (same data volume), each back before the next
+#   7. TLS certificate rotation  devnet renew-tls orderer3, consenter replace, restart; envelopes
 #                                sent straight to orderer3 are acked (a follower forwards with
 #                                its certificate, accepted only if pinned); then another member
 #                                is stopped so the two left (orderer3 one of them) must elect a
@@ -139,6 +141,22 @@ rolling_restart() {
   done
 }
 
+# Each node's container recreated from image $1 (compose sees the image changed), its data
+# volume kept; orderers first, then peers, each healthy and caught up before the next.
+rolling_upgrade() {
+  local image="$1" n id
+  for n in "${ORDERERS[@]}" "${PEERS[@]}"; do
+    WEFT_IMAGE="$image" dc up -d --no-deps "$n" 2>&1 | grep -v "is up-to-date" || true
+    id="$(container_of "$n")"
+    [[ "$(docker inspect -f '{{.Config.Image}}' "$id")" == "$image" ]] ||
+      { echo "FAIL: $n runs $(docker inspect -f '{{.Config.Image}}' "$id"), not $image" >&2; return 1; }
+    wait_until 120 "$n healthy" healthy "$n"
+    wait_until 60 "a Raft leader" has_leader
+    wait_until 120 "$n caught up" caught_up "$n"
+    echo "$n runs $image: height $(height "$n"), leader $(leader)"
+  done
+}
+
 rotate_tls() {
   local name="$1" other rest h
   "$DEVNET" renew-tls --network "$WEFT_NET" --node "$name"
@@ -177,4 +195,11 @@ step "scale in to 4 (remove orderer5)" scale_in orderer5
 step "scale in to 3 (remove orderer4)" scale_in orderer4
 step "replace a member whose volume was wiped (orderer2)" replace_wiped orderer2
 step "rolling restart of every orderer under load" rolling_restart
+# The upgrade's image: a second tag (one version of the code exists; what is exercised is
+# the procedure: containers recreated from a new image with their volumes kept).
+UPGRADE_IMAGE="${UPGRADE_IMAGE:-${WEFT_IMAGE%:*}:upgrade}"
+if ! docker image inspect "$UPGRADE_IMAGE" >/dev/null 2>&1; then
+  docker tag "$WEFT_IMAGE" "$UPGRADE_IMAGE"
+fi
+step "rolling upgrade of every node to $UPGRADE_IMAGE under load" rolling_upgrade "$UPGRADE_IMAGE"
 step "TLS certificate rotation of orderer3" rotate_tls orderer3
