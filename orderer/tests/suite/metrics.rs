@@ -86,10 +86,19 @@ async fn leader_stopped_and_restarted_is_reported_by_every_nodes_raft_metrics() 
     let mut cluster = TestCluster::start(ClusterOptions::default())?;
     cluster.wait_for_leader(wait).await?;
 
-    // One leader; every node knows the three voters and the channel config's sequence.
-    let scrapes = wait_scrapes(&cluster, "exactly one is_leader 1", wait, |s| {
-        sole_leader(s).is_some()
-    })
+    // One leader; every node knows the three voters and the channel config's sequence. The
+    // leader-change counter is kept by a task watching openraft's metrics, so a node may
+    // report the leader a moment before it has counted it: wait for both.
+    let scrapes = wait_scrapes(
+        &cluster,
+        "exactly one is_leader 1, every node counted its first leader",
+        wait,
+        |s| {
+            sole_leader(s).is_some()
+                && s.values()
+                    .all(|m| get(m, "leader_changes_total").is_some_and(|n| n >= 1.0))
+        },
+    )
     .await?;
     let leader = sole_leader(&scrapes).unwrap();
     println!("leader: node {leader}");
@@ -111,7 +120,7 @@ async fn leader_stopped_and_restarted_is_reported_by_every_nodes_raft_metrics() 
         );
     }
 
-    // A few envelopes ordered, each cut into its own block (by the batch timeout) before the
+    // A few envelopes ordered, each cut into its own block (the idle cut) before the
     // next is sent: the committed block number is the store's last block.
     let mut height = 0;
     for k in 0..4 {
