@@ -223,7 +223,7 @@ async fn open(ctx: &ChannelContext, genesis: &Block) -> Result<ChannelRuntime, R
     )
     .await
     .map_err(|e| raft_err(e.to_string()))?;
-    let proposer = Proposer::spawn(id.clone(), raft.clone(), ctx.clients.clone(), r.idle_cut);
+    let proposer = Proposer::spawn(id.clone(), raft.clone(), ctx.clients.clone());
     Ok(ChannelRuntime::new(
         id.clone(),
         live_config,

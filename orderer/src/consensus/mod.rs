@@ -60,11 +60,6 @@ pub enum Request {
     /// Cut the pending envelopes into block `block_number`, if it is still the next block.
     /// A stale marker (the block was already cut by count or size) does nothing.
     TimeToCut { block_number: u64 },
-    /// Envelopes as [`Request::Envelopes`], then cut whatever is pending: the leader had
-    /// nothing else queued or in flight when it proposed them, so waiting for the batch
-    /// timeout would only add latency (the idle cut, [`proposer`]). Decided by the leader,
-    /// carried in the log: every node cuts the same blocks.
-    EnvelopesThenCut(Vec<serde_bytes::ByteBuf>),
 }
 
 /// What applying an entry did.

@@ -388,9 +388,9 @@ struct AckGone(LogId<NodeId>);
 pub fn entry_bytes(entry: &Entry) -> usize {
     const FRAMING: usize = 64;
     match &entry.payload {
-        openraft::EntryPayload::Normal(
-            Request::Envelopes(envelopes) | Request::EnvelopesThenCut(envelopes),
-        ) => envelopes.iter().map(|e| e.len() + 8).sum::<usize>() + FRAMING,
+        openraft::EntryPayload::Normal(Request::Envelopes(envelopes)) => {
+            envelopes.iter().map(|e| e.len() + 8).sum::<usize>() + FRAMING
+        }
         _ => FRAMING,
     }
 }

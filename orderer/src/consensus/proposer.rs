@@ -1,13 +1,6 @@
 //! Proposing: verified envelopes become Raft entries, and the batch timeout becomes
 //! `TimeToCut` entries.
 //!
-//! The idle cut: when the leader forms an entry with nothing else queued and no other entry in
-//! flight, it proposes `EnvelopesThenCut`, and the block is cut as soon as that entry applies
-//! instead of when the batch timeout fires. Under load the queue is never empty and blocks
-//! fill by count and size as before; at low rate each envelope is in a block one Raft round
-//! after it arrives, with nothing to tune. The decision is the leader's, carried in the log,
-//! so every node still cuts the same blocks.
-//!
 //! Envelopes queue per channel (bounded in count here and in bytes by the node-wide budget in
 //! [`crate::broadcast`]). One loop drains whatever is queued into one entry (up to
 //! [`BATCH_ENVELOPES_MAX`] / [`BATCH_BYTES_MAX`], or one larger envelope alone) and proposes
@@ -135,15 +128,8 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// The proposer of one channel; `idle_cut`: an idle leader's entries cut their block (the
-    /// node's `raft.idle_cut`, module doc).
-    pub fn spawn(
-        channel_id: String,
-        raft: impl Consensus,
-        clients: ClusterClients,
-        idle_cut: bool,
-    ) -> Self {
-        Self::spawn_with(channel_id, raft, clients, QUEUE_MAX, idle_cut)
+    pub fn spawn(channel_id: String, raft: impl Consensus, clients: ClusterClients) -> Self {
+        Self::spawn_with(channel_id, raft, clients, QUEUE_MAX)
     }
 
     fn spawn_with(
@@ -151,10 +137,9 @@ impl Proposer {
         raft: impl Consensus,
         clients: ClusterClients,
         queue_max: usize,
-        idle_cut: bool,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue_max);
-        tokio::spawn(batch_loop(channel_id, raft, clients, rx, idle_cut));
+        tokio::spawn(batch_loop(channel_id, raft, clients, rx));
         Proposer { tx }
     }
 
@@ -183,7 +168,6 @@ async fn batch_loop(
     raft: impl Consensus,
     clients: ClusterClients,
     mut rx: mpsc::Receiver<Submission>,
-    idle_cut: bool,
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     // A submission that did not fit the previous batch starts the next one.
@@ -198,7 +182,6 @@ async fn batch_loop(
         };
         let mut bytes = first.envelope.len();
         let mut batch = vec![first];
-        let mut drained = false;
         // An entry holds at most BATCH_BYTES_MAX, or one envelope that is larger on its own.
         while batch.len() < BATCH_ENVELOPES_MAX {
             match rx.try_recv() {
@@ -210,21 +193,15 @@ async fn batch_loop(
                     bytes += s.envelope.len();
                     batch.push(s);
                 }
-                Err(_) => {
-                    drained = true;
-                    break;
-                }
+                Err(_) => break,
             }
         }
-        // The idle cut: nothing else queued and no other entry in flight, so nothing more
-        // joins the pending block soon; the entry itself asks for the cut.
-        let then_cut = idle_cut && drained && in_flight.available_permits() == IN_FLIGHT_MAX;
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
         let (raft, clients, channel_id) = (raft.clone(), clients.clone(), channel_id.clone());
         tokio::spawn(async move {
-            propose(&channel_id, &raft, &clients, batch, then_cut).await;
+            propose(&channel_id, &raft, &clients, batch).await;
             drop(permit);
         });
     }
@@ -280,7 +257,6 @@ async fn propose(
     raft: &impl Consensus,
     clients: &ClusterClients,
     batch: Vec<Submission>,
-    then_cut: bool,
 ) {
     let (me, leader, quorum_silent_ms) = {
         let m = raft.metrics();
@@ -306,7 +282,7 @@ async fn propose(
                 },
             )
         }
-        Some((id, _)) if id == me => write_as_leader(raft, batch, then_cut).await,
+        Some((id, _)) if id == me => write_as_leader(raft, batch).await,
         Some((id, Some(node))) => forward_batch(channel_id, clients, id, &node.addr, batch).await,
         _ => answer_all(
             batch.into_iter().map(|s| s.done),
@@ -323,20 +299,14 @@ fn answer_all(done: impl IntoIterator<Item = Done>, err: &ProposeError) {
     }
 }
 
-/// Proposes the batch as one entry, one that also cuts the pending block when `then_cut`. The
-/// envelopes move into the entry (no copy is kept: a follower forwards before proposing, so
-/// nothing here needs them again).
-async fn write_as_leader(raft: &impl Consensus, batch: Vec<Submission>, then_cut: bool) {
+/// Proposes the batch as one entry. The envelopes move into the entry (no copy is kept: a
+/// follower forwards before proposing, so nothing here needs them again).
+async fn write_as_leader(raft: &impl Consensus, batch: Vec<Submission>) {
     let (envelopes, done): (Vec<ByteBuf>, Vec<Done>) = batch
         .into_iter()
         .map(|s| (ByteBuf::from(s.envelope), s.done))
         .unzip();
-    let request = if then_cut {
-        Request::EnvelopesThenCut(envelopes)
-    } else {
-        Request::Envelopes(envelopes)
-    };
-    let response = match write_bounded(raft, request).await {
+    let response = match write_bounded(raft, Request::Envelopes(envelopes)).await {
         Ok(Ok(response)) => response,
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
             // Leadership moved between the check and the write: nothing was appended.

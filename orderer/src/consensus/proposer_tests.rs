@@ -25,8 +25,6 @@ struct ScriptedRaft {
     script: Arc<Mutex<Script>>,
     metrics: Arc<watch::Sender<RaftMetrics<NodeId, BasicNode>>>,
     writes: Arc<std::sync::atomic::AtomicUsize>,
-    /// Every request written, in order.
-    requests: Arc<Mutex<Vec<Request>>>,
 }
 
 impl ScriptedRaft {
@@ -38,7 +36,6 @@ impl ScriptedRaft {
             script: Arc::new(Mutex::new(script)),
             metrics: Arc::new(watch::Sender::new(m)),
             writes: Arc::default(),
-            requests: Arc::default(),
         }
     }
 
@@ -53,9 +50,8 @@ impl ScriptedRaft {
 impl Consensus for ScriptedRaft {
     fn write(
         &self,
-        request: Request,
+        _request: Request,
     ) -> impl Future<Output = Result<ClientWriteResponse<TypeConfig>, WriteError>> + Send {
-        self.requests.lock().unwrap().push(request);
         let script = self.script.lock().unwrap().clone();
         let n = self
             .writes
@@ -101,7 +97,7 @@ fn entry_sized(k: u8) -> Vec<u8> {
 async fn writes_that_never_commit_end_in_timeout_and_free_every_in_flight_slot() {
     let (_dir, clients) = clients();
     let raft = ScriptedRaft::leader(Script::Hang);
-    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients, true);
+    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients);
     let n = IN_FLIGHT_MAX + 4;
     let answers =
         futures::future::join_all((0..n).map(|k| proposer.submit(entry_sized(k as u8), true)));
@@ -120,7 +116,7 @@ async fn writes_that_never_commit_end_in_timeout_and_free_every_in_flight_slot()
 async fn leader_that_loses_leadership_answers_its_pending_writes_at_once() {
     let (_dir, clients) = clients();
     let raft = ScriptedRaft::leader(Script::Hang);
-    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients, true);
+    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients);
     let pending = tokio::spawn({
         let proposer = proposer.clone();
         async move { proposer.submit(b"pending".to_vec(), true).await }
@@ -146,7 +142,7 @@ async fn leader_without_a_quorum_refuses_at_once_and_proposes_nothing() {
     let raft = ScriptedRaft::leader(Script::Hang);
     raft.metrics
         .send_modify(|m| m.millis_since_quorum_ack = Some(5_000));
-    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients, true);
+    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients);
     let answer = proposer.submit(b"x".to_vec(), true).await;
     assert_eq!(answer, Err(ProposeError::NoQuorum { silent_ms: 5_000 }));
     assert_eq!(raft.writes.load(std::sync::atomic::Ordering::SeqCst), 0);
@@ -158,7 +154,7 @@ async fn leader_without_a_quorum_refuses_at_once_and_proposes_nothing() {
 async fn full_queue_makes_submitters_wait_until_room_frees() {
     let (_dir, clients) = clients();
     let raft = ScriptedRaft::leader(Script::Hang);
-    let proposer = Proposer::spawn_with("ch".into(), raft.clone(), clients, 2, true);
+    let proposer = Proposer::spawn_with("ch".into(), raft.clone(), clients, 2);
     // Every slot hung, the queue full.
     let mut held = Vec::new();
     for k in 0..(IN_FLIGHT_MAX + 3) {
@@ -208,7 +204,7 @@ async fn envelope_the_cutter_refused_is_answered_by_its_position() {
         duplicates_dropped: 0,
         config_refused: Vec::new(),
     }));
-    let proposer = Proposer::spawn("ch".into(), raft, clients, true);
+    let proposer = Proposer::spawn("ch".into(), raft, clients);
     let (a, b, c) = futures::join!(
         proposer.submit(b"a".to_vec(), true),
         proposer.submit(b"b".to_vec(), true),
@@ -223,48 +219,4 @@ async fn envelope_the_cutter_refused_is_answered_by_its_position() {
         })
     ));
     assert_eq!(c, Ok(()));
-}
-
-/// The idle cut: a lone envelope on an idle leader goes into an entry that cuts its block; an
-/// entry formed while another is still in flight does not (the block goes on filling).
-#[tokio::test(start_paused = true)]
-async fn idle_leader_proposes_a_cut_with_its_entry_and_a_busy_one_does_not() {
-    let (_dir, clients) = clients();
-    let raft = ScriptedRaft::leader(Script::Commit(Response::default()));
-    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients, true);
-    proposer.submit(b"alone".to_vec(), true).await.unwrap();
-    assert!(matches!(
-        raft.requests.lock().unwrap().as_slice(),
-        [Request::EnvelopesThenCut(e)] if e.len() == 1
-    ));
-
-    // One write hangs: the next entry is formed while it is in flight.
-    *raft.script.lock().unwrap() = Script::Hang;
-    let p = proposer.clone();
-    let first = tokio::spawn(async move { p.submit(b"first".to_vec(), true).await });
-    while raft.requests.lock().unwrap().len() < 2 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    *raft.script.lock().unwrap() = Script::Commit(Response::default());
-    proposer.submit(b"second".to_vec(), true).await.unwrap();
-    let requests = raft.requests.lock().unwrap().clone();
-    assert!(
-        matches!(&requests[1], Request::EnvelopesThenCut(_)),
-        "idle when formed"
-    );
-    assert!(
-        matches!(&requests[2], Request::Envelopes(e) if e.len() == 1),
-        "formed with another entry in flight: no cut, {requests:?}"
-    );
-    first.abort();
-
-    // Switched off (`raft.idle_cut = false`): never, the batch timeout cuts.
-    let (_dir2, clients) = self::clients();
-    let raft = ScriptedRaft::leader(Script::Commit(Response::default()));
-    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients, false);
-    proposer.submit(b"alone".to_vec(), true).await.unwrap();
-    assert!(matches!(
-        raft.requests.lock().unwrap().as_slice(),
-        [Request::Envelopes(_)]
-    ));
 }

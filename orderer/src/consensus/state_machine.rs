@@ -332,61 +332,6 @@ impl StateMachine {
         }
     }
 
-    /// Orders one entry's envelopes: retries dropped, config updates applied, the rest through
-    /// the cutter (blocks cut by count or size go into `wb`).
-    fn order_envelopes(
-        &mut self,
-        wb: &mut fjall::OwnedWriteBatch,
-        envelopes: Vec<serde_bytes::ByteBuf>,
-        response: &mut Response,
-    ) {
-        for (position, env) in envelopes.into_iter().enumerate() {
-            let header = header_of(&env);
-            let key = header.as_ref().map(|(id, _)| RecentTxIds::key(id));
-            let retry_window_off =
-                shared_proto::mutants::active(shared_proto::mutants::Mutant::RetryWindowOff);
-            if key.is_some_and(|k| self.state.recent.contains(&k)) && !retry_window_off {
-                response.duplicates_dropped += 1;
-                continue;
-            }
-            if header.is_some_and(|(_, t)| t == HeaderType::ConfigUpdate as i32) {
-                match self.apply_config_update(wb, env.into_vec(), response) {
-                    Ok(()) => {
-                        if let Some(k) = key {
-                            self.state.recent.insert(k, self.retry_window);
-                        }
-                    }
-                    Err(reason) => {
-                        response.refused_at.push(position as u32);
-                        response.config_refused.push((position as u32, reason));
-                    }
-                }
-                continue;
-            }
-            let ordered = self.state.cutter.ordered(&self.limits, env.into_vec());
-            if let (Some(k), false) = (key, ordered.refused) {
-                self.state.recent.insert(k, self.retry_window);
-            }
-            if ordered.refused {
-                response.envelopes_refused += 1;
-                response.refused_at.push(position as u32);
-            }
-            for batch in ordered.batches {
-                self.cut_block(wb, batch);
-                response.blocks_cut += 1;
-            }
-        }
-    }
-
-    /// Cuts whatever is pending into the next block, if anything is.
-    fn cut_pending(&mut self, wb: &mut fjall::OwnedWriteBatch, response: &mut Response) {
-        if self.state.cutter.pending_count() > 0 {
-            let batch = self.state.cutter.cut();
-            self.cut_block(wb, batch);
-            response.blocks_cut += 1;
-        }
-    }
-
     fn cut_block(&mut self, wb: &mut fjall::OwnedWriteBatch, batch: Vec<Vec<u8>>) {
         let number = self.state.next_block;
         let mut b = block::new_block(
@@ -430,15 +375,52 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.state.membership = StoredMembership::new(Some(entry.log_id), m);
                 }
                 EntryPayload::Normal(Request::Envelopes(envelopes)) => {
-                    self.order_envelopes(&mut wb, envelopes, &mut response);
-                }
-                EntryPayload::Normal(Request::EnvelopesThenCut(envelopes)) => {
-                    self.order_envelopes(&mut wb, envelopes, &mut response);
-                    self.cut_pending(&mut wb, &mut response);
+                    for (position, env) in envelopes.into_iter().enumerate() {
+                        let header = header_of(&env);
+                        let key = header.as_ref().map(|(id, _)| RecentTxIds::key(id));
+                        let retry_window_off = shared_proto::mutants::active(
+                            shared_proto::mutants::Mutant::RetryWindowOff,
+                        );
+                        if key.is_some_and(|k| self.state.recent.contains(&k)) && !retry_window_off
+                        {
+                            response.duplicates_dropped += 1;
+                            continue;
+                        }
+                        if header.is_some_and(|(_, t)| t == HeaderType::ConfigUpdate as i32) {
+                            match self.apply_config_update(&mut wb, env.into_vec(), &mut response) {
+                                Ok(()) => {
+                                    if let Some(k) = key {
+                                        self.state.recent.insert(k, self.retry_window);
+                                    }
+                                }
+                                Err(reason) => {
+                                    response.refused_at.push(position as u32);
+                                    response.config_refused.push((position as u32, reason));
+                                }
+                            }
+                            continue;
+                        }
+                        let ordered = self.state.cutter.ordered(&self.limits, env.into_vec());
+                        if let (Some(k), false) = (key, ordered.refused) {
+                            self.state.recent.insert(k, self.retry_window);
+                        }
+                        if ordered.refused {
+                            response.envelopes_refused += 1;
+                            response.refused_at.push(position as u32);
+                        }
+                        for batch in ordered.batches {
+                            self.cut_block(&mut wb, batch);
+                            response.blocks_cut += 1;
+                        }
+                    }
                 }
                 EntryPayload::Normal(Request::TimeToCut { block_number }) => {
-                    if block_number == self.state.next_block {
-                        self.cut_pending(&mut wb, &mut response);
+                    if block_number == self.state.next_block
+                        && self.state.cutter.pending_count() > 0
+                    {
+                        let batch = self.state.cutter.cut();
+                        self.cut_block(&mut wb, batch);
+                        response.blocks_cut += 1;
                     }
                 }
             }

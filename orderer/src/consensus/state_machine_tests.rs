@@ -147,46 +147,6 @@ async fn apply_cuts_by_count_and_size_drops_a_retry_ignores_a_stale_time_to_cut(
     assert_eq!(sm.store.height(), sm.state.next_block);
 }
 
-/// The idle cut: an `EnvelopesThenCut` entry orders its envelopes and then cuts everything
-/// pending, including envelopes of earlier entries; with nothing pending it cuts nothing.
-#[tokio::test]
-async fn envelopes_then_cut_cuts_the_pending_block_when_applied_and_an_empty_one_never() {
-    let f = fixture();
-    let db = Database::builder(&f.db_path).open().unwrap();
-    let mut sm = open_sm(&f, &db);
-    sm.apply([entry(1, Request::Envelopes(vec![tx(&f, b"a")]))])
-        .await
-        .unwrap();
-    assert_eq!(sm.state.cutter.pending_count(), 1);
-    let b = tx(&f, b"b");
-    let r = sm
-        .apply([entry(2, Request::EnvelopesThenCut(vec![b.clone()]))])
-        .await
-        .unwrap();
-    assert_eq!(r[0].blocks_cut, 1);
-    assert_eq!(
-        (sm.state.next_block, sm.state.cutter.pending_count()),
-        (2, 0)
-    );
-    // A retry alone leaves nothing pending: no empty block.
-    let r = sm
-        .apply([entry(3, Request::EnvelopesThenCut(vec![b]))])
-        .await
-        .unwrap();
-    assert_eq!((r[0].duplicates_dropped, r[0].blocks_cut), (1, 0));
-    assert_eq!(sm.state.next_block, 2);
-    // Filling a block by count inside the entry, then cutting the rest: two blocks.
-    let r = sm
-        .apply([entry(
-            4,
-            Request::EnvelopesThenCut((0u8..4).map(|k| tx(&f, &[b'c', k])).collect()),
-        )])
-        .await
-        .unwrap();
-    assert_eq!(r[0].blocks_cut, 2, "three by count, then the fourth alone");
-    assert_eq!(sm.store.height(), sm.state.next_block);
-}
-
 /// The state machine persists only snapshots: after a reopen it resumes from the last one, and
 /// re-applying the entries after it cuts byte-identical blocks (signatures are deterministic).
 #[tokio::test]

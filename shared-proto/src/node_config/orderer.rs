@@ -32,12 +32,6 @@ pub struct RaftSettings {
     pub snapshot_interval_entries: u64,
     /// Entries kept after a snapshot for followers that are only a little behind.
     pub entries_kept_after_snapshot: u64,
-    /// The idle cut: while this node leads, an entry it proposes with nothing else queued or
-    /// in flight also cuts the pending block, so at low rate a block is cut one Raft round
-    /// after its envelopes arrive instead of after the channel's batch timeout. Under load
-    /// blocks still fill by count and size. `false`: blocks wait for the batch timeout (fuller
-    /// blocks at low rate, more latency).
-    pub idle_cut: bool,
 }
 
 impl Default for RaftSettings {
@@ -48,7 +42,6 @@ impl Default for RaftSettings {
             election_timeout_max_ms: 1000,
             snapshot_interval_entries: 5000,
             entries_kept_after_snapshot: 500,
-            idle_cut: true,
         }
     }
 }
