@@ -186,6 +186,28 @@ impl InProcessNode {
         }
     }
 
+    /// Stops the node gracefully: `Node::shutdown` (on a plain thread: the caller may be
+    /// inside a runtime), then the runtime's tasks get [`STOP_GRACE`] to end. Fails with what
+    /// the shutdown reported.
+    pub fn shutdown(&mut self) -> anyhow::Result<()> {
+        let (Some(node), Some(rt)) = (self.node.take(), self.runtime.take()) else {
+            return Ok(());
+        };
+        let name = &self.name;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let stopped = match node {
+                    Running::Orderer(n) => rt.block_on(n.shutdown()).map_err(anyhow::Error::from),
+                    Running::Peer(n) => rt.block_on(n.shutdown()).map_err(anyhow::Error::from),
+                };
+                rt.shutdown_timeout(STOP_GRACE);
+                stopped.with_context(|| format!("{name}: stopping"))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread stopping {name} panicked"))?
+        })
+    }
+
     fn listener(&mut self, addr: &str) -> Option<StdListener> {
         self.held.remove(addr)
     }
@@ -311,25 +333,11 @@ impl NodeHandle for InProcessNode {
         }
     }
 
-    /// `Node::shutdown`, then the runtime's tasks get [`STOP_GRACE`] to end.
+    /// [`InProcessNode::shutdown`]; a failure is printed.
     fn stop(&mut self) {
-        let (Some(node), Some(rt)) = (self.node.take(), self.runtime.take()) else {
-            return;
-        };
-        let name = &self.name;
-        let _ = std::thread::scope(|s| {
-            s.spawn(move || {
-                let stopped = match node {
-                    Running::Orderer(n) => rt.block_on(n.shutdown()).map_err(|e| e.to_string()),
-                    Running::Peer(n) => rt.block_on(n.shutdown()).map_err(|e| e.to_string()),
-                };
-                if let Err(e) = stopped {
-                    eprintln!("{name}: stopping: {e}");
-                }
-                rt.shutdown_timeout(STOP_GRACE);
-            })
-            .join()
-        });
+        if let Err(e) = self.shutdown() {
+            eprintln!("{e:#}");
+        }
     }
 
     fn pause(&mut self) -> anyhow::Result<()> {
@@ -382,13 +390,25 @@ impl Cluster {
     /// (`ports` may already hold addresses `edit` gives nodes), lets `edit` change each loaded
     /// config, and creates the nodes. Nothing runs yet: [`Cluster::start_all`].
     pub fn create(
+        spec: NetworkSpec,
+        dir: &Path,
+        ports: Ports,
+        edit: impl FnMut(&mut Config) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
+        Self::create_at(spec, dir, ports, now_unix(), edit)
+    }
+
+    /// [`Cluster::create`] with the material issued at `issued` (Unix seconds), e.g. in the
+    /// past for certificates about to expire.
+    pub fn create_at(
         mut spec: NetworkSpec,
         dir: &Path,
         mut ports: Ports,
+        issued: i64,
         mut edit: impl FnMut(&mut Config) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         ports.assign(&mut spec)?;
-        let generated = shared_proto::material::generate(&spec, &dir.join("net"), now_unix())
+        let generated = shared_proto::material::generate(&spec, &dir.join("net"), issued)
             .context("generating the cluster's material")?;
         let mut nodes = Vec::new();
         for o in &generated.orderers {
