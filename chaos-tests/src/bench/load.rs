@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::sync::Semaphore;
 use tonic::transport::Channel as GrpcChannel;
 
-use super::cluster::Cluster;
+use super::ordering::Cluster;
 use super::Percentiles;
 use super::CHANNEL;
 

@@ -18,7 +18,6 @@
 //! refuses to report a run where the system under test failed (an invalid transaction, a
 //! refused envelope), since that would measure failures.
 
-mod cluster;
 pub mod e2e;
 mod load;
 pub mod ordering;

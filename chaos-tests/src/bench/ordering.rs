@@ -1,4 +1,5 @@
-//! `ordering`: three orderers in this process (see `cluster.rs`) under Broadcast load.
+//! `ordering`: three orderers in this process (the harness's in-process backend,
+//! `harness::inprocess`) under Broadcast load.
 //!
 //! Clients (one tokio runtime with one worker per core, in the same process, so they share
 //! the box with the orderers) submit pre-signed ENDORSER_TRANSACTION envelopes with a 1 KiB
@@ -31,10 +32,12 @@ use std::time::Instant;
 use anyhow::Context as _;
 use serde_json::json;
 use shared_proto::material::BatchSpec;
+use shared_proto::msp::SigningIdentity;
 use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use tonic::transport::Channel as GrpcChannel;
+use tonic::transport::ClientTlsConfig;
+use tonic::transport::Endpoint;
 
-use super::cluster::Cluster;
 use super::load::drain;
 use super::load::presign;
 use super::load::probe;
@@ -46,6 +49,10 @@ use super::load::Tracker;
 use super::procfs;
 use super::RawLimits;
 use super::Report;
+use super::CHANNEL;
+use crate::harness::inprocess;
+use crate::harness::inprocess::Config;
+use crate::harness::NodeHandle as _;
 
 const WARMUP: Duration = Duration::from_millis(1500);
 
@@ -69,6 +76,114 @@ fn batch() -> BatchSpec {
         bytes_absolute_max: 10 * 1024 * 1024,
         timeout_ms: 100,
         retry_window_txs: 0,
+    }
+}
+
+/// The sample network's orderers in this process (each on a runtime of its own with 2 worker
+/// threads, storage fdatasync'ed), plus what a client needs to talk to them.
+pub(super) struct Cluster {
+    inner: inprocess::Cluster,
+    addrs: Vec<String>,
+    /// Org1MSP User1 (role client): signs envelopes and Deliver requests.
+    pub(super) client: SigningIdentity,
+    tls: ClientTlsConfig,
+}
+
+impl Cluster {
+    /// Generates the sample network into `dir` with ports held from the OS and the given
+    /// batch settings, and starts every orderer.
+    pub(super) fn start(dir: &std::path::Path, batch: BatchSpec) -> anyhow::Result<Self> {
+        let mut spec = super::sample_spec()?;
+        for o in spec.orderer_orgs.iter_mut().flat_map(|o| &mut o.orderers) {
+            o.host = "127.0.0.1".into();
+            (o.port, o.cluster_port, o.ops_port) = (0, 0, 0);
+        }
+        for ch in &mut spec.channels {
+            ch.batch = batch.clone();
+        }
+        let mut inner =
+            inprocess::Cluster::create(spec, dir, inprocess::Ports::default(), |config| {
+                if let Config::Orderer(c) = config {
+                    c.log.level = "warn".into();
+                    c.validate()?;
+                }
+                Ok(())
+            })?;
+        let client = inner.identity("Org1MSP", "User1")?;
+        let tls = inner.client_tls("Org1MSP", "User1")?;
+        let mut addrs = Vec::new();
+        for node in inner
+            .nodes
+            .iter_mut()
+            .filter(|n| n.kind() == crate::launcher::Kind::Orderer)
+        {
+            addrs.push(node.addresses().service);
+            node.start()?;
+        }
+        Ok(Cluster {
+            inner,
+            addrs,
+            client,
+            tls,
+        })
+    }
+
+    /// Number of orderers.
+    pub(super) fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    fn channel(&self, i: usize) -> Option<std::sync::Arc<orderer::channels::ChannelRuntime>> {
+        self.inner
+            .orderers()
+            .nth(i)?
+            .orderer()?
+            .registry
+            .get(CHANNEL)
+    }
+
+    /// Waits until the running orderers agree on a leader of the channel; its Raft id.
+    pub(super) async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let name = self.inner.wait_leader(CHANNEL, timeout).await?;
+        let index = self
+            .inner
+            .orderers()
+            .position(|n| n.name() == name)
+            .context("the leader is no orderer")?;
+        Ok(u64::try_from(index)? + 1)
+    }
+
+    /// A gRPC client of orderer `i` (one HTTP/2 connection per call of this function).
+    pub(super) async fn client(
+        &self,
+        i: usize,
+    ) -> anyhow::Result<AtomicBroadcastClient<GrpcChannel>> {
+        let channel = Endpoint::from_shared(format!("https://{}", self.addrs[i]))?
+            .tls_config(self.tls.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to orderer {} at {}", i + 1, self.addrs[i]))?;
+        Ok(AtomicBroadcastClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// The channel height of orderer `i`'s block store.
+    pub(super) fn height(&self, i: usize) -> u64 {
+        self.channel(i).map_or(0, |ch| ch.store.height())
+    }
+
+    /// The highest Raft log index any node has (entries proposed so far, all kinds).
+    pub(super) fn last_log_index(&self) -> u64 {
+        (0..self.len())
+            .filter_map(|i| self.channel(i))
+            .filter_map(|ch| ch.raft.metrics().borrow().last_log_index)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Stops every node gracefully (servers stop, storage is fsynced).
+    pub(super) fn stop(&mut self) {
+        self.inner.stop_all();
     }
 }
 

@@ -11,6 +11,10 @@
 //!             with its data dir on a small tmpfs (disk.rs)
 //! ```
 //!
+//! In-process nodes (inprocess.rs, [`inprocess::Cluster`]): each orderer or peer started by
+//! the library's `Node::start` on a tokio runtime of its own, killed by dropping that runtime;
+//! for crate tests and the ordering benchmark. Both kinds of node answer to [`NodeHandle`].
+//!
 //! With [`Backend::Docker`] each node is a container of the image instead (docker.rs), at an
 //! address of its own on a Docker network of the cluster's, the same ports on every node.
 //!
@@ -20,6 +24,8 @@
 pub mod clock;
 pub mod disk;
 pub mod docker;
+pub mod handle;
+pub mod inprocess;
 pub mod node;
 pub mod ports;
 
@@ -33,6 +39,9 @@ use anyhow::Context as _;
 use shared_proto::material::Generated;
 use shared_proto::node_config::AddressOverride;
 
+pub use handle::Addresses;
+pub use handle::NodeHandle;
+pub use inprocess::InProcessNode;
 pub use node::Node;
 pub use node::State;
 use ports::Reservation;
@@ -168,6 +177,7 @@ impl Cluster {
                 .join(format!("{}.log", view.name.replace('/', "-")));
             let reserved = held.split_off_front(PORTS_PER_NODE);
             let mut node = Node::new(view, data_dir, log, reserved);
+            node.set_exe(exe);
             if let (Some(net), Backend::Docker { image }) = (&docker_net, &o.backend) {
                 let name = docker_name(dir, &node.view.name.replace('/', "-"));
                 let container = docker::Container::create(

@@ -51,6 +51,8 @@ pub struct Node {
     env: Vec<(String, String)>,
     /// The small disk its data dir is on during a disk-full fault.
     small_disk: Option<SmallDisk>,
+    /// The executable of its last start (`chaos node …`), for [`super::NodeHandle::start`].
+    exe: Option<PathBuf>,
 }
 
 impl Node {
@@ -67,7 +69,18 @@ impl Node {
             disconnected: false,
             env: Vec::new(),
             small_disk: None,
+            exe: None,
         }
+    }
+
+    /// The executable it is (or was last) started with.
+    pub fn exe(&self) -> Option<&Path> {
+        self.exe.as_deref()
+    }
+
+    /// Sets the executable its starts through [`super::NodeHandle`] use.
+    pub fn set_exe(&mut self, exe: &Path) {
+        self.exe = Some(exe.to_path_buf());
     }
 
     /// The node runs as `container` (the docker backend) from now on.
@@ -149,6 +162,7 @@ impl Node {
             self.name()
         );
         drop(self.reserved.take());
+        self.exe = Some(exe.to_path_buf());
         if let Some(c) = &self.container {
             anyhow::ensure!(
                 self.env.is_empty(),

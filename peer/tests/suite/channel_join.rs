@@ -167,7 +167,7 @@ fn peer_joins_a_second_channel_at_run_time_commits_both_and_keeps_it_after_a_res
     assert_eq!(ids, [CHANNEL, JOINABLE]);
 
     // A crash and restart: the peer starts the joined channel again, from its ledger.
-    net.peers[org1].kill();
+    net.kill_peer(org1);
     net.start_peer(org1).unwrap();
     assert_eq!(channel_ids(&net, org1), [CHANNEL, JOINABLE]);
     assert!(net.ledger_of(org1, JOINABLE).height() > joined_block);

@@ -166,7 +166,7 @@ fn peer_runtime_dropped_under_load_restarts_and_matches_its_twin() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    net.peers[1].kill();
+    net.kill_peer(1);
     // The load keeps going: Org2's peer is down, so its endorsements fail until it is back.
     net.start_peer(1).unwrap();
     let codes = rt.block_on(load);

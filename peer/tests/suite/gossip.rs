@@ -1,7 +1,7 @@
 //! Gossip: peers with no orderer connection get every block from the peers of their org.
 //! 3 orderers, Org1 with one or two orderer-connected peers plus gossip-only peers, Org2 with
-//! one peer (the token chaincode needs both orgs). Every peer's gossip endpoint is a proxy the
-//! test can cut.
+//! one peer (the token chaincode needs both orgs). Every peer dials the others' gossip through
+//! links (chaos_tests::net) the test can cut.
 
 use crate::common;
 
@@ -54,7 +54,7 @@ fn leaders(net: &TestNet, candidates: &[usize]) -> Vec<usize> {
     candidates
         .iter()
         .copied()
-        .filter(|i| net.peers[*i].node.is_some() && net.peer(*i).gossip.is_leader(CHANNEL))
+        .filter(|i| net.peer_running(*i) && net.peer(*i).gossip.is_leader(CHANNEL))
         .collect()
 }
 
@@ -145,7 +145,7 @@ fn leader_peer_killed_another_connected_peer_takes_over_and_restart_catches_up()
     rt.block_on(wait_until("load under way", WAIT, || {
         net.ledger(p2).height() >= before + 5
     }));
-    net.peers[leader].kill();
+    net.kill_peer(leader);
     let at_kill = net.ledger(p2).height();
     rt.block_on(async {
         wait_until("the other connected peer leads", HANDOVER, || {

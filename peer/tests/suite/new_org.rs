@@ -52,7 +52,7 @@ fn org_added_by_config_update_gets_a_peer_that_joins_endorses_and_commits() {
             .unwrap();
 
         // The update: Org3 defined like Org1 (its own CAs, its own name in its policies).
-        let orderer = net.orderers[0].node.as_ref().unwrap();
+        let orderer = net.orderer(0);
         let current = orderer.registry.get(CHANNEL).unwrap().config();
         let mut next = current.config().clone();
         next.sequence += 1;

@@ -30,7 +30,7 @@ fn peer_follows_an_orderer_endpoint_change_from_a_config_block_without_a_restart
         let gw = net.gateway("Org1MSP");
         mint(&gw, 2, 100).await;
 
-        let orderer = net.orderers[0].node.as_ref().unwrap();
+        let orderer = net.orderer(0);
         let current = orderer.registry.get(CHANNEL).unwrap().config();
         let mut next = current.config().clone();
         next.sequence += 1;
@@ -78,9 +78,6 @@ fn peer_follows_an_orderer_endpoint_change_from_a_config_block_without_a_restart
             proxy.bytes() > through_before,
             "no Deliver traffic through the new endpoint {new_endpoint}"
         );
-        assert!(
-            net.orderers.iter().all(|o| o.node.is_some()),
-            "an orderer stopped"
-        );
+        assert!(net.orderers_running(), "an orderer stopped");
     });
 }

@@ -1,6 +1,8 @@
-//! Test cluster: real orderer nodes in this process, each on its own tokio runtime (so a node
-//! can be killed abruptly by dropping its runtime), over real TLS sockets bound on port 0, with
-//! material from the generator in a temp dir. Clients speak gRPC over TLS like any client.
+//! Test cluster: real orderer nodes in this process on the chaos harness's in-process backend
+//! ([`chaos_tests::harness::inprocess`]): each on its own tokio runtime (so a node can be killed
+//! abruptly by dropping its runtime), over real TLS sockets on ports bound on port 0 and held
+//! until the node takes them, with material from the generator in a temp dir. Clients speak
+//! gRPC over TLS like any client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
@@ -13,16 +15,16 @@ pub mod processes;
 pub use chain::tx_counts;
 pub use chain::verify_chain;
 
-use std::collections::BTreeMap;
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use chaos_tests::harness::inprocess;
+use chaos_tests::harness::inprocess::InProcessNode;
+use chaos_tests::harness::NodeHandle as _;
 pub use links::Links;
-use orderer::Listeners;
 use orderer::Node;
 use prost::Message as _;
 use shared_proto::channel::Channel;
@@ -113,42 +115,19 @@ impl Default for ClusterOptions {
     }
 }
 
-struct Ports {
-    client: u16,
-    cluster: u16,
-    ops: u16,
-}
-
-fn free_listener() -> StdListener {
-    StdListener::bind("127.0.0.1:0").unwrap()
-}
-
-/// Listeners bound while the cluster was planned, kept until their node first starts, so
-/// parallel tests can never be handed the same port.
-static RESERVED: std::sync::Mutex<BTreeMap<u16, StdListener>> =
-    std::sync::Mutex::new(BTreeMap::new());
-
-/// The reserved listener for `port`, or a fresh bind (restarts).
-async fn listen(port: u16) -> std::io::Result<tokio::net::TcpListener> {
-    let reserved = RESERVED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&port);
-    match reserved {
-        Some(l) => {
-            l.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(l)
-        }
-        None => tokio::net::TcpListener::bind(("127.0.0.1", port)).await,
-    }
-}
-
-/// One orderer: its config, listeners kept bound while stopped, and its runtime while running.
+/// One orderer: the config of its next start, and the harness node that runs it.
 pub struct TestNode {
     pub config: OrdererConfig,
-    pub node: Option<Node>,
-    runtime: Option<tokio::runtime::Runtime>,
+    inner: InProcessNode,
+    /// Client, cluster and ops ports (on 127.0.0.1).
     ports: (u16, u16, u16),
+}
+
+impl TestNode {
+    /// The running node.
+    pub fn node(&self) -> Option<&Node> {
+        self.inner.orderer()
+    }
 }
 
 /// A cluster of orderers plus the material a client needs.
@@ -170,19 +149,17 @@ impl TestCluster {
     pub fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
         init_test_logs();
         let dir = tempfile::tempdir()?;
-        // Bind every port first so the genesis block can name them; keep them until start.
-        let held: Vec<(StdListener, StdListener, StdListener)> = (0..opts.orderers
-            + opts.spare_orderers)
-            .map(|_| (free_listener(), free_listener(), free_listener()))
-            .collect();
-        let ports: Vec<Ports> = held
-            .iter()
-            .map(|(a, b, c)| Ports {
-                client: a.local_addr().unwrap().port(),
-                cluster: b.local_addr().unwrap().port(),
-                ops: c.local_addr().unwrap().port(),
-            })
-            .collect();
+        // Bind every port first (on 127.0.0.1, whatever host a node advertises) so the genesis
+        // block can name them; the harness holds them until their node takes them.
+        let mut held = inprocess::Ports::default();
+        let mut ports: Vec<(u16, u16, u16)> = Vec::new();
+        for _ in 0..opts.orderers + opts.spare_orderers {
+            ports.push((
+                held.take("127.0.0.1")?,
+                held.take("127.0.0.1")?,
+                held.take("127.0.0.1")?,
+            ));
+        }
         let spec = NetworkSpec {
             name: "test".into(),
             validity_days: if opts.certificates_expire_in_secs.is_some() {
@@ -200,9 +177,9 @@ impl TestCluster {
                         name: format!("orderer{}", i + 1),
                         id: None,
                         host: opts.links.host(i),
-                        port: p.client,
-                        cluster_port: p.cluster,
-                        ops_port: p.ops,
+                        port: p.0,
+                        cluster_port: p.1,
+                        ops_port: p.2,
                     })
                     .collect(),
             }],
@@ -245,7 +222,16 @@ impl TestCluster {
             Some(secs) => now_unix() - 86_400 + secs,
             None => now_unix(),
         };
-        let generated = material::generate(&spec, &dir.path().join("net"), issued)?;
+        let mut configs = Vec::new();
+        let mut harness =
+            inprocess::Cluster::create_at(spec, dir.path(), held, issued, |config| {
+                if let inprocess::Config::Orderer(c) = config {
+                    configs.push(orderer_config(c, &opts));
+                    **c = configs[configs.len() - 1].clone();
+                }
+                Ok(())
+            })?;
+        let generated = harness.generated.clone();
         let spare_consenters = config::set_aside_spares(&generated, opts.orderers)?;
         let genesis = Block::decode(std::fs::read(&generated.channels[0].1)?.as_slice())?;
         let channel = Arc::new(Channel::from_config_block(&genesis)?);
@@ -259,37 +245,23 @@ impl TestCluster {
             std::fs::read(&user.tls_cert)?,
             std::fs::read(&user.tls_key)?,
         );
-        let mut nodes = Vec::new();
-        for (node, p) in generated.orderers.iter().zip(&ports) {
-            let mut config = OrdererConfig::load(&node.config)?;
-            config.raft.heartbeat_interval_ms = 50;
-            config.raft.election_timeout_min_ms = 400;
-            config.raft.election_timeout_max_ms = 800;
-            config.raft.snapshot_interval_entries = opts.snapshot_interval_entries;
-            config.raft.entries_kept_after_snapshot = opts.entries_kept_after_snapshot;
-            config.log.level = "warn".into();
-            // Channels to join at run time are not in the node's config.
-            for (id, _, bootstrap) in &opts.extra_channels {
-                if !bootstrap {
-                    let tail = std::path::Path::new(id).join("genesis.block");
-                    config
-                        .channels
-                        .retain(|c| !c.genesis_block.ends_with(&tail));
-                }
-            }
-            nodes.push(TestNode {
+        let inner: Vec<InProcessNode> = harness.nodes.drain(..ports.len()).collect();
+        let mut nodes: Vec<TestNode> = inner
+            .into_iter()
+            .zip(configs)
+            .zip(&ports)
+            .map(|((inner, config), p)| TestNode {
                 config,
-                node: None,
-                runtime: None,
-                ports: (p.client, p.cluster, p.ops),
-            });
-        }
+                inner,
+                ports: *p,
+            })
+            .collect();
         let links = match opts.links {
             Links::Forwarded => {
                 let mut configs: Vec<OrdererConfig> =
                     nodes.iter().map(|n| n.config.clone()).collect();
                 let hosts: Vec<String> = (0..nodes.len()).map(|i| opts.links.host(i)).collect();
-                let ports: Vec<(u16, u16)> = ports.iter().map(|p| (p.client, p.cluster)).collect();
+                let ports: Vec<(u16, u16)> = ports.iter().map(|p| (p.0, p.1)).collect();
                 let wired = links::LinkForwarders::wire(&mut configs, &hosts, &ports)?;
                 for (n, c) in nodes.iter_mut().zip(configs) {
                     n.config = c;
@@ -300,14 +272,6 @@ impl TestCluster {
         };
         for n in &nodes {
             n.config.validate()?;
-        }
-        {
-            let mut reserved = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
-            for (a, b, c) in held {
-                for l in [a, b, c] {
-                    reserved.insert(l.local_addr()?.port(), l);
-                }
-            }
         }
         let mut cluster = TestCluster {
             dir,
@@ -328,88 +292,64 @@ impl TestCluster {
         Ok(cluster)
     }
 
-    /// Starts (or restarts) node `i` on its ports, retrying while its old storage lock or
-    /// ports are still being released.
+    /// Starts (or restarts) node `i` with `nodes[i].config` on its ports, retrying while its
+    /// old storage lock or ports are still being released.
     pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
-        // Runs on a plain thread: tests call this from inside their own async runtime.
         let n = &mut self.nodes[i];
-        std::thread::scope(|s| s.spawn(|| start_on_thread(n, i)).join())
-            .map_err(|_| anyhow::anyhow!("start thread panicked"))?
+        n.inner.config = inprocess::Config::Orderer(Box::new(n.config.clone()));
+        n.inner.start()
     }
 
     /// Kills node `i` abruptly: every task of its runtime is dropped mid-flight.
     pub fn kill_node(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        n.node = None;
-        if let Some(rt) = n.runtime.take() {
-            rt.shutdown_background();
-        }
+        self.nodes[i].inner.kill();
     }
 
     /// Stops node `i` gracefully.
     pub fn stop_node(&mut self, i: usize) -> anyhow::Result<()> {
-        let n = &mut self.nodes[i];
-        if let (Some(node), Some(rt)) = (n.node.take(), n.runtime.take()) {
-            std::thread::scope(|s| {
-                s.spawn(move || {
-                    let result = rt.block_on(node.shutdown());
-                    rt.shutdown_timeout(Duration::from_secs(5));
-                    result
-                })
-                .join()
-            })
-            .map_err(|_| anyhow::anyhow!("stop thread panicked"))??;
-        }
-        Ok(())
+        self.nodes[i].inner.shutdown()
     }
 }
 
-fn start_on_thread(n: &mut TestNode, i: usize) -> anyhow::Result<()> {
-    {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .thread_name(format!("orderer{}", i + 1))
-                .build()?;
-            let (c, k, o) = n.ports;
-            let config = n.config.clone();
-            let result = runtime.block_on(async move {
-                let listeners = Listeners {
-                    client: listen(c).await?,
-                    cluster: listen(k).await?,
-                    ops: listen(o).await?,
-                };
-                Node::start(&config, listeners)
-                    .await
-                    .map_err(anyhow::Error::from)
-            });
-            match result {
-                Ok(node) => {
-                    n.node = Some(node);
-                    n.runtime = Some(runtime);
-                    return Ok(());
-                }
-                Err(e) if Instant::now() < deadline => {
-                    runtime.shutdown_background();
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e.context(format!("starting orderer{}", i + 1))),
-            }
+/// Node config with the tests' Raft timings and `opts`' snapshot settings; it listens on
+/// 127.0.0.1 (where its ports are held) whatever host it advertises.
+fn orderer_config(c: &OrdererConfig, opts: &ClusterOptions) -> OrdererConfig {
+    let mut config = c.clone();
+    config.raft.heartbeat_interval_ms = 50;
+    config.raft.election_timeout_min_ms = 400;
+    config.raft.election_timeout_max_ms = 800;
+    config.raft.snapshot_interval_entries = opts.snapshot_interval_entries;
+    config.raft.entries_kept_after_snapshot = opts.entries_kept_after_snapshot;
+    config.log.level = "warn".into();
+    for addr in [
+        &mut config.listen_address,
+        &mut config.cluster_listen_address,
+        &mut config.ops_listen_address,
+    ] {
+        if let Some((_, port)) = addr.rsplit_once(':') {
+            *addr = format!("127.0.0.1:{port}");
         }
     }
+    // Channels to join at run time are not in the node's config.
+    for (id, _, bootstrap) in &opts.extra_channels {
+        if !bootstrap {
+            let tail = std::path::Path::new(id).join("genesis.block");
+            config
+                .channels
+                .retain(|c| !c.genesis_block.ends_with(&tail));
+        }
+    }
+    config
 }
 
 impl TestCluster {
     pub fn node(&self, i: usize) -> &Node {
-        self.nodes[i].node.as_ref().expect("node running")
+        self.nodes[i].node().expect("node running")
     }
 
     pub fn running(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].node.is_some())
+            .filter(|i| self.nodes[*i].node().is_some())
             .collect()
     }
 
@@ -419,7 +359,7 @@ impl TestCluster {
             let ch = self.node(i).registry.get(CHANNEL)?;
             if let Some(leader) = ch.leader() {
                 let idx = leader as usize - 1;
-                if self.nodes[idx].node.is_some() {
+                if self.nodes[idx].node().is_some() {
                     return Some(idx);
                 }
             }
@@ -540,6 +480,7 @@ impl TestCluster {
 }
 
 impl Drop for TestCluster {
+    /// Nodes die before their temp dir goes.
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill_node(i);

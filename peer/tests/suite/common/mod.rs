@@ -1,22 +1,27 @@
-//! Test network: 3 orderers and peers of two orgs, each node in this process on its own tokio
-//! runtime (so it can be killed abruptly), over real TLS sockets bound on port 0, with material
-//! from the generator. Applications use the SDK like any client.
+//! Test network: 3 orderers and peers of two orgs on the chaos harness's in-process backend
+//! ([`chaos_tests::harness::inprocess`]): each node in this process on its own tokio runtime
+//! (so it can be killed abruptly), over real TLS sockets on ports bound on port 0 and held until
+//! the node takes them, with material from the generator. Applications use the SDK like any
+//! client.
 //!
-//! With [`Topology::gossip_proxies`], every peer gets its own loopback address (127.0.0.x) and
-//! its gossip endpoint is a [`proxy::Proxy`] in front of its gossip listener, so a test can cut
-//! a peer off from its org (inbound refused, its outbound connections refused by the others'
-//! proxies by source address) and heal it.
+//! With [`Topology::gossip_proxies`], every peer dials every other peer's gossip endpoint
+//! through a link of its own ([`links::Links`], `chaos_tests::net`, named in its
+//! `address_overrides`), so a test can cut a peer off from its org (every link to or from it
+//! resets its connections and refuses new ones) and heal it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod proxy;
+pub mod links;
 pub mod workload;
 
-use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
 use std::time::Duration;
 use std::time::Instant;
 
-use peer::chaincode::ChaincodeRegistry;
+use chaos_tests::harness::inprocess::Cluster;
+use chaos_tests::harness::inprocess::Config;
+use chaos_tests::harness::inprocess::Ports;
+use chaos_tests::harness::NodeHandle as _;
+use chaos_tests::net::Purpose;
 use peer::sdk::Gateway;
 use shared_proto::material;
 use shared_proto::material::ChaincodeSpec;
@@ -41,11 +46,11 @@ pub fn now_unix() -> i64 {
         .as_secs() as i64
 }
 
-/// Addresses bound by this process and kept bound until their node takes them over, so
-/// parallel tests can never be handed the same port. Keyed by `ip:port` (tests with gossip
-/// proxies give each peer its own loopback address, where port numbers repeat).
-static RESERVED: std::sync::Mutex<BTreeMap<String, StdListener>> =
-    std::sync::Mutex::new(BTreeMap::new());
+/// Addresses bound on port 0 by this process and kept bound until their node takes them over,
+/// so parallel tests can never be handed the same port (for tests that build networks of their
+/// own; [`TestNet`]'s ports are its harness cluster's).
+static RESERVED: std::sync::LazyLock<std::sync::Mutex<Ports>> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(Ports::default()));
 
 /// A free port on 127.0.0.1, kept bound by this process until a node takes it.
 pub fn port() -> u16 {
@@ -53,25 +58,14 @@ pub fn port() -> u16 {
 }
 
 fn port_on(ip: &str) -> u16 {
-    let l = StdListener::bind(format!("{ip}:0")).unwrap();
-    let p = l.local_addr().unwrap().port();
-    RESERVED.lock().unwrap().insert(format!("{ip}:{p}"), l);
-    p
+    RESERVED.lock().unwrap().take(ip).unwrap()
 }
 
 fn take_reserved(addr: &str) -> Option<StdListener> {
     RESERVED.lock().unwrap().remove(addr)
 }
 
-/// Byte-counting forwarders ([`proxy::Proxy`]) to `targets`, each on a fresh 127.0.0.1 port
-/// (`Proxy::listen`), for a node's `address_overrides` to name.
-pub fn forwarders(targets: &[String]) -> anyhow::Result<proxy::Proxies> {
-    let list = targets
-        .iter()
-        .map(|t| proxy::Proxy::new(&format!("127.0.0.1:{}", port()), t))
-        .collect();
-    proxy::Proxies::start(list, take_reserved)
-}
+pub use links::forwarders;
 
 /// The reserved listener for `addr` as a tokio listener, or a fresh bind (restarts).
 pub async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -84,77 +78,16 @@ pub async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     }
 }
 
-/// A node of either kind running on its own runtime.
-pub struct Running<N> {
-    pub node: Option<N>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl<N> Running<N> {
-    fn stopped() -> Self {
-        Running {
-            node: None,
-            runtime: None,
-        }
-    }
-
-    /// Drops every task of the node mid-flight (a crash).
-    pub fn kill(&mut self) {
-        self.node = None;
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Starts a node on a fresh runtime on a plain thread (callers may be inside a runtime),
-/// retrying while a killed predecessor still holds its storage lock or ports.
-fn start_on_thread<N: Send + 'static, F, Fut>(
-    slot: &mut Running<N>,
-    name: String,
-    start: F,
-) -> anyhow::Result<()>
-where
-    F: Fn() -> Fut + Send + Sync,
-    Fut: std::future::Future<Output = anyhow::Result<N>>,
-{
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .thread_name(name.clone())
-                    .build()?;
-                match rt.block_on(start()) {
-                    Ok(node) => {
-                        slot.node = Some(node);
-                        slot.runtime = Some(rt);
-                        return Ok(());
-                    }
-                    Err(e) if Instant::now() < deadline => {
-                        rt.shutdown_background();
-                        let _ = e;
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    Err(e) => return Err(e.context(format!("starting {name}"))),
-                }
-            }
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("start thread panicked"))?
-    })
-}
-
 pub struct TestNet {
-    pub proxies: proxy::Proxies,
-    pub dir: tempfile::TempDir,
+    /// Every peer → peer gossip link ([`Topology::gossip_proxies`]); closed first on drop.
+    pub links: Option<links::Links>,
+    /// The nodes: orderers, then peers in `peer_configs` order.
+    pub cluster: Cluster,
     pub generated: Generated,
+    /// The configs of the nodes' next starts.
     pub orderer_configs: Vec<OrdererConfig>,
     pub peer_configs: Vec<PeerConfig>,
-    pub orderers: Vec<Running<orderer::Node>>,
-    pub peers: Vec<Running<peer::Node>>,
+    pub dir: tempfile::TempDir,
 }
 
 /// Which peers each org has: `true` for a peer configured to connect to the orderers, `false`
@@ -163,6 +96,8 @@ pub struct TestNet {
 pub struct Topology {
     pub org1: Vec<bool>,
     pub org2: Vec<bool>,
+    /// Every peer dials every other's gossip through a link the test can cut
+    /// ([`TestNet::partition_peer`]).
     pub gossip_proxies: bool,
     /// Peers (msp, name) not started with the network (tests start them later).
     pub hold_back: Vec<(&'static str, &'static str)>,
@@ -208,37 +143,29 @@ impl TestNet {
 
     pub fn start_with(topology: Topology) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        // Port 0: the harness binds each and holds it until its node takes it.
         let orderers = (1..=3)
             .map(|i| OrdererSpec {
                 name: format!("orderer{i}"),
                 id: None,
                 host: "127.0.0.1".into(),
-                port: port(),
-                cluster_port: port(),
-                ops_port: port(),
+                port: 0,
+                cluster_port: 0,
+                ops_port: 0,
             })
             .collect();
-        let mut next_host = 20u8;
-        let mut peer_org = |msp: &str, peers: &[bool]| PeerOrgSpec {
+        let peer_org = |msp: &str, peers: &[bool]| PeerOrgSpec {
             msp_id: msp.into(),
             peers: peers
                 .iter()
                 .enumerate()
-                .map(|(i, connected)| {
-                    let host = if topology.gossip_proxies {
-                        next_host += 1;
-                        format!("127.0.0.{next_host}")
-                    } else {
-                        "127.0.0.1".to_owned()
-                    };
-                    PeerSpec {
-                        name: format!("peer{i}"),
-                        port: port_on(&host),
-                        gossip_port: port_on(&host),
-                        ops_port: port_on(&host),
-                        host,
-                        orderer_connected: *connected,
-                    }
+                .map(|(i, connected)| PeerSpec {
+                    name: format!("peer{i}"),
+                    port: 0,
+                    gossip_port: 0,
+                    ops_port: 0,
+                    host: "127.0.0.1".into(),
+                    orderer_connected: *connected,
                 })
                 .collect(),
             users: vec!["User1".into()],
@@ -288,35 +215,38 @@ impl TestNet {
             joinable.id = JOINABLE.into();
             spec.channels.push(joinable);
         }
-        let generated = material::generate(&spec, &dir.path().join("net"), now_unix())?;
-        let mut orderer_configs = Vec::new();
-        for o in &generated.orderers {
-            let mut c = OrdererConfig::load(&o.config)?;
-            c.raft.heartbeat_interval_ms = 50;
-            c.raft.election_timeout_min_ms = 400;
-            c.raft.election_timeout_max_ms = 800;
-            c.log.level = "warn".into();
-            orderer_configs.push(c);
-        }
-        let mut peer_configs = Vec::new();
-        let mut proxies = Vec::new();
-        for p in &generated.peers {
-            let mut c = PeerConfig::load(&p.config)?;
-            c.gossip.heartbeat_ms = 200;
-            c.gossip.alive_expiry_ms = 1000;
-            c.gossip.pull_interval_ms = 200;
-            c.log.level = "warn".into();
-            c.channels.retain(|b| {
-                b.genesis_block.parent().and_then(|d| d.file_name()) != Some(JOINABLE.as_ref())
-            });
-            if topology.gossip_proxies {
-                // Peers reach this one through its proxy (the endpoint); it listens behind it.
-                let ip = shared_proto::tls::host_of(&c.gossip.external_endpoint).to_owned();
-                let real = format!("{ip}:{}", port_on(&ip));
-                proxies.push(proxy::Proxy::new(&c.gossip.external_endpoint, &real));
-                c.gossip_listen_address = real;
+        let mut cluster = Cluster::create(spec, dir.path(), Ports::default(), |config| {
+            match config {
+                Config::Orderer(c) => {
+                    c.raft.heartbeat_interval_ms = 50;
+                    c.raft.election_timeout_min_ms = 400;
+                    c.raft.election_timeout_max_ms = 800;
+                    c.log.level = "warn".into();
+                }
+                Config::Peer(c) => {
+                    c.gossip.heartbeat_ms = 200;
+                    c.gossip.alive_expiry_ms = 1000;
+                    c.gossip.pull_interval_ms = 200;
+                    c.log.level = "warn".into();
+                    c.channels.retain(|b| {
+                        b.genesis_block.parent().and_then(|d| d.file_name())
+                            != Some(JOINABLE.as_ref())
+                    });
+                }
             }
-            peer_configs.push(c);
+            Ok(())
+        })?;
+        let mut orderer_configs = Vec::new();
+        let mut peer_configs = Vec::new();
+        let mut names = Vec::new();
+        for n in &mut cluster.nodes {
+            match &n.config {
+                Config::Orderer(c) => orderer_configs.push((**c).clone()),
+                Config::Peer(c) => {
+                    peer_configs.push((**c).clone());
+                    names.push(n.name().to_owned());
+                }
+            }
         }
         let newcomer_endpoints: Vec<String> = peer_configs
             .iter()
@@ -333,20 +263,41 @@ impl TestNet {
                 .bootstrap
                 .retain(|b| !newcomer_endpoints.contains(b));
         }
-        let proxy_rt = proxy::Proxies::start(proxies, take_reserved)?;
+        let links = if topology.gossip_proxies {
+            // Each peer dials every other's gossip endpoint through a link of its own.
+            let mut links = links::Links::new()?;
+            for (i, from) in names.iter().enumerate() {
+                for (j, to) in names.iter().enumerate().filter(|(j, _)| *j != i) {
+                    let c = &peer_configs[j];
+                    links.add(
+                        from,
+                        to,
+                        Purpose::Gossip,
+                        &c.gossip.external_endpoint,
+                        &c.gossip_listen_address,
+                    )?;
+                }
+            }
+            for (c, name) in peer_configs.iter_mut().zip(&names) {
+                c.address_overrides.extend(links.overrides(name));
+            }
+            Some(links)
+        } else {
+            None
+        };
+        let generated = cluster.generated.clone();
         let mut net = TestNet {
-            proxies: proxy_rt,
-            dir,
+            links,
+            cluster,
             generated,
-            orderers: orderer_configs.iter().map(|_| Running::stopped()).collect(),
-            peers: peer_configs.iter().map(|_| Running::stopped()).collect(),
             orderer_configs,
             peer_configs,
+            dir,
         };
-        for i in 0..net.orderers.len() {
+        for i in 0..net.orderer_configs.len() {
             net.start_orderer(i)?;
         }
-        for i in 0..net.peers.len() {
+        for i in 0..net.peer_configs.len() {
             let c = &net.peer_configs[i];
             if !topology
                 .hold_back
@@ -359,41 +310,44 @@ impl TestNet {
         Ok(net)
     }
 
+    /// Starts orderer `i` with `orderer_configs[i]`.
     pub fn start_orderer(&mut self, i: usize) -> anyhow::Result<()> {
-        let config = self.orderer_configs[i].clone();
-        start_on_thread(&mut self.orderers[i], format!("orderer{i}"), || {
-            let config = config.clone();
-            async move {
-                let listeners = orderer::Listeners {
-                    client: listen(&config.listen_address).await?,
-                    cluster: listen(&config.cluster_listen_address).await?,
-                    ops: listen(&config.ops_listen_address).await?,
-                };
-                Ok(orderer::Node::start(&config, listeners).await?)
-            }
-        })
+        let node = &mut self.cluster.nodes[i];
+        node.config = Config::Orderer(Box::new(self.orderer_configs[i].clone()));
+        node.start()
     }
 
+    /// Starts peer `i` with `peer_configs[i]`.
     pub fn start_peer(&mut self, i: usize) -> anyhow::Result<()> {
-        let config = self.peer_configs[i].clone();
-        start_on_thread(&mut self.peers[i], format!("peer{i}"), || {
-            let config = config.clone();
-            async move {
-                let listeners = peer::Listeners {
-                    service: listen(&config.listen_address).await?,
-                    gossip: listen(&config.gossip_listen_address).await?,
-                    ops: listen(&config.ops_listen_address).await?,
-                };
-                Ok(
-                    peer::Node::start(&config, listeners, ChaincodeRegistry::with_samples())
-                        .await?,
-                )
-            }
-        })
+        let node = &mut self.cluster.nodes[self.orderer_configs.len() + i];
+        node.config = Config::Peer(Box::new(self.peer_configs[i].clone()));
+        node.start()
+    }
+
+    /// Kills peer `i`: its runtime is dropped mid-flight (a crash).
+    pub fn kill_peer(&mut self, i: usize) {
+        self.cluster.nodes[self.orderer_configs.len() + i].kill();
+    }
+
+    pub fn peer_running(&self, i: usize) -> bool {
+        self.cluster.nodes[self.orderer_configs.len() + i]
+            .peer()
+            .is_some()
+    }
+
+    /// Running orderer `i`.
+    pub fn orderer(&self, i: usize) -> &orderer::Node {
+        self.cluster.nodes[i].orderer().expect("orderer running")
+    }
+
+    pub fn orderers_running(&self) -> bool {
+        (0..self.orderer_configs.len()).all(|i| self.cluster.nodes[i].orderer().is_some())
     }
 
     pub fn peer(&self, i: usize) -> &peer::Node {
-        self.peers[i].node.as_ref().expect("peer running")
+        self.cluster.nodes[self.orderer_configs.len() + i]
+            .peer()
+            .expect("peer running")
     }
 
     pub fn ledger(&self, i: usize) -> peer::ledger::Ledger {
@@ -431,47 +385,34 @@ impl TestNet {
 
     /// Running peers' indices.
     pub fn running_peers(&self) -> Vec<usize> {
-        (0..self.peers.len())
-            .filter(|i| self.peers[*i].node.is_some())
+        (0..self.peer_configs.len())
+            .filter(|i| self.peer_running(*i))
             .collect()
     }
 
-    /// Cuts peer `i` off from gossip: its proxy refuses everyone, and every other proxy
-    /// refuses connections from its address.
+    /// Cuts peer `i` off from gossip: every link to or from it resets its connections and
+    /// refuses new ones.
     pub fn partition_peer(&self, i: usize) {
-        let ip = self.peer_ip(i);
-        for (j, p) in self.proxies.list.iter().enumerate() {
-            if j == i {
-                p.isolate(true);
-            } else {
-                p.block(ip, true);
-            }
-        }
+        let links = self.links.as_ref().expect("a network with gossip links");
+        links.net.reset(self.peer_name(i));
     }
 
     pub fn heal_peer(&self, i: usize) {
-        let ip = self.peer_ip(i);
-        for (j, p) in self.proxies.list.iter().enumerate() {
-            if j == i {
-                p.isolate(false);
-            } else {
-                p.block(ip, false);
-            }
-        }
+        let links = self.links.as_ref().expect("a network with gossip links");
+        links.net.allow(self.peer_name(i));
     }
 
-    fn peer_ip(&self, i: usize) -> std::net::IpAddr {
-        shared_proto::tls::host_of(&self.peer_configs[i].gossip.external_endpoint)
-            .parse()
-            .unwrap()
+    /// Peer `i`'s node name (`Org1MSP/peer0`).
+    fn peer_name(&self, i: usize) -> &str {
+        self.cluster.nodes[self.orderer_configs.len() + i].name()
     }
 
     /// Waits until every running peer is at `height` at least.
     pub async fn wait_peers_at(&self, height: u64, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let heights: Vec<u64> = (0..self.peers.len())
-                .filter(|i| self.peers[*i].node.is_some())
+            let heights: Vec<u64> = (0..self.peer_configs.len())
+                .filter(|i| self.peer_running(*i))
                 .map(|i| self.ledger(i).height())
                 .collect();
             if heights.iter().all(|h| *h >= height) {
@@ -487,23 +428,12 @@ impl TestNet {
 
     /// The orderers' chain height (from the first running orderer).
     pub fn orderer_height(&self) -> u64 {
-        self.orderers
-            .iter()
-            .filter_map(|o| o.node.as_ref())
+        self.cluster
+            .orderers()
+            .filter_map(|o| o.orderer())
             .map(|n| n.registry.get(CHANNEL).unwrap().store.height())
             .max()
             .unwrap_or(0)
-    }
-}
-
-impl Drop for TestNet {
-    fn drop(&mut self) {
-        for p in &mut self.peers {
-            p.kill();
-        }
-        for o in &mut self.orderers {
-            o.kill();
-        }
     }
 }
 
