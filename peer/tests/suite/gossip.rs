@@ -397,48 +397,6 @@ fn forged_blocks_from_a_malicious_member_are_refused_by_every_honest_peer() {
     }
 }
 
-#[test]
-fn gossip_only_peer_partitioned_from_its_org_catches_up_after_heal() {
-    let net = TestNet::start_with(topology(&[true, false, false])).unwrap();
-    let cut = org1(&net, "peer2");
-    let rt = runtime();
-    let gw = Arc::new(rt.block_on(async { net.gateway("Org1MSP") }));
-    rt.block_on(async {
-        mint(&gw, 10, 1_000_000).await;
-        assert_peers_agree(&net).await;
-        wait_until("full membership", WAIT, || {
-            net.peer(cut).gossip.members_alive(CHANNEL).len() == 2
-        })
-        .await;
-    });
-    net.partition_peer(cut);
-    rt.block_on(async {
-        wait_until("the cut peer hears nobody", WAIT, || {
-            net.peer(cut).gossip.members_alive(CHANNEL).is_empty()
-        })
-        .await;
-        let stuck = net.ledger(cut).height();
-        let codes = transfers(gw.clone(), 300, 10, 8).await;
-        assert_codes_valid_or_conflict(&codes);
-        let target = net.orderer_height();
-        assert!(target > stuck + 10, "load made {} blocks", target - stuck);
-        let peer1 = net.ledger(org1(&net, "peer1"));
-        wait_until("connected side keeps up", WAIT, || peer1.height() == target).await;
-        assert_eq!(
-            net.ledger(cut).height(),
-            stuck,
-            "a partitioned peer got blocks"
-        );
-    });
-    net.heal_peer(cut);
-    rt.block_on(assert_peers_agree(&net));
-    let m = &net.peer(cut).registry.metrics;
-    assert!(
-        m.gossip_received_count("pull") > 0,
-        "caught up without pulling"
-    );
-}
-
 /// Keeps telling `to` (each a gossip endpoint) that the attacker leads at `height`, every
 /// 100 ms, until the returned sender is dropped.
 fn keep_claiming(
