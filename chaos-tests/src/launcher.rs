@@ -60,7 +60,22 @@ impl NodeProcess {
         log: &Path,
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
-        let child = node_command(exe, kind, config, log)?
+        let args = ["node".to_owned(), kind.as_str().to_owned()];
+        Self::spawn_program(exe, &args, kind, name, config, log, env)
+    }
+
+    /// Starts `program ARGS --config <config>` (e.g. the `orderer` binary with `start`, as an
+    /// operator runs it, or a profiler wrapping it), otherwise as [`NodeProcess::spawn_with_env`].
+    pub fn spawn_program(
+        program: &Path,
+        args: &[String],
+        kind: Kind,
+        name: &str,
+        config: &Path,
+        log: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let child = node_command(program, args, config, log)?
             .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .with_context(|| format!("starting {name}"))?;
@@ -132,8 +147,13 @@ impl Drop for NodeProcess {
     }
 }
 
-/// `exe node <kind> --config <config>`, stdin closed, stdout and stderr appended to `log`.
-fn node_command(exe: &Path, kind: Kind, config: &Path, log: &Path) -> anyhow::Result<Command> {
+/// `program ARGS --config <config>`, stdin closed, stdout and stderr appended to `log`.
+fn node_command(
+    program: &Path,
+    args: &[String],
+    config: &Path,
+    log: &Path,
+) -> anyhow::Result<Command> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -143,9 +163,10 @@ fn node_command(exe: &Path, kind: Kind, config: &Path, log: &Path) -> anyhow::Re
         .open(log)
         .with_context(|| format!("opening log {}", log.display()))?;
     let err = out.try_clone()?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(program);
     command
-        .args(["node", kind.as_str(), "--config"])
+        .args(args)
+        .arg("--config")
         .arg(config)
         .stdin(Stdio::null())
         .stdout(out)
@@ -158,7 +179,8 @@ fn node_command(exe: &Path, kind: Kind, config: &Path, log: &Path) -> anyhow::Re
 /// outlives the caller. Returns its process id; stopping it is up to whoever records that.
 pub fn spawn_detached(exe: &Path, kind: Kind, config: &Path, log: &Path) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt as _;
-    let child = node_command(exe, kind, config, log)?
+    let args = ["node".to_owned(), kind.as_str().to_owned()];
+    let child = node_command(exe, &args, config, log)?
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting {} {}", kind.as_str(), config.display()))?;

@@ -4,21 +4,21 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::process::Child;
-use std::process::Command;
-use std::process::Stdio;
 use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use chaos_tests::launcher::Kind;
+use chaos_tests::launcher::NodeProcess;
 
 use super::TestCluster;
 use super::CHANNEL;
 
-/// The cluster's orderers, each running as a child process.
+/// The cluster's orderers, each running as a child process (the chaos harness's
+/// [`NodeProcess`]: the same spawn, SIGKILL, signals and stop as its process backend).
 pub struct OrdererProcesses {
     dir: PathBuf,
-    children: Vec<Option<Child>>,
+    children: Vec<Option<NodeProcess>>,
 }
 
 impl OrdererProcesses {
@@ -37,35 +37,36 @@ impl OrdererProcesses {
         Ok(procs)
     }
 
-    /// Starts node `i`'s process (its log goes to `orderer<i+1>.log` in the test dir).
+    /// Starts node `i`'s process, `orderer start --config FILE` (its log goes to
+    /// `orderer<i+1>.log` in the test dir).
     pub fn start(&mut self, cluster: &TestCluster, i: usize) -> anyhow::Result<()> {
         let config = self.dir.join(format!("orderer{}.toml", i + 1));
         std::fs::write(&config, toml::to_string(&cluster.nodes[i].config)?)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log(i))?;
         // WEFT_TEST_NODE_WRAPPER runs each node under a tool (e.g. `heaptrack`), for profiling.
         let wrapper = std::env::var("WEFT_TEST_NODE_WRAPPER").unwrap_or_default();
-        let mut words = wrapper.split_whitespace();
-        let mut command = match words.next() {
-            Some(tool) => {
-                let mut c = Command::new(tool);
-                c.args(words).arg(env!("CARGO_BIN_EXE_orderer"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_orderer")),
+        let mut words = wrapper.split_whitespace().map(str::to_owned);
+        let binary = env!("CARGO_BIN_EXE_orderer");
+        let (program, mut args) = match words.next() {
+            Some(tool) => (
+                PathBuf::from(tool),
+                words.chain([binary.to_owned()]).collect(),
+            ),
+            None => (PathBuf::from(binary), Vec::new()),
         };
-        let child = command
-            .args(["start", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting the orderer binary")?;
-        self.children[i] = Some(child);
+        args.push("start".to_owned());
+        let env = [("RUST_LOG".to_owned(), "info".to_owned())];
+        let name = format!("orderer{}", i + 1);
+        let p = NodeProcess::spawn_program(
+            &program,
+            &args,
+            Kind::Orderer,
+            &name,
+            &config,
+            &self.log(i),
+            &env,
+        )
+        .context("starting the orderer binary")?;
+        self.children[i] = Some(p);
         Ok(())
     }
 
@@ -74,24 +75,21 @@ impl OrdererProcesses {
     }
 
     pub fn pid(&self, i: usize) -> Option<u32> {
-        self.children[i].as_ref().map(Child::id)
+        self.children[i].as_ref().and_then(NodeProcess::pid)
     }
 
     /// Sends `signal` (`STOP`, `CONT`, `TERM`, `KILL`) to node `i`.
     pub fn signal(&self, i: usize, signal: &str) -> anyhow::Result<()> {
-        let pid = self.pid(i).context("node is not running")?;
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
-        Ok(())
+        self.children[i]
+            .as_ref()
+            .context("node is not running")?
+            .signal(signal)
     }
 
     /// SIGKILL, then reaps the process.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut p) = self.children[i].take() {
+            p.kill();
         }
     }
 
