@@ -36,13 +36,65 @@ impl BatchLimits {
     }
 }
 
+/// Why a block was cut (node-local counts: `weft_orderer_blocks_cut_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutReason {
+    /// `message_count_max` envelopes pending.
+    Count,
+    /// The next envelope would pass `bytes_preferred_max`.
+    Bytes,
+    /// One envelope over `bytes_preferred_max`, in a block alone.
+    Large,
+    /// The batch timeout (a `TimeToCut` entry).
+    Timeout,
+    /// A config block, and the envelopes cut ahead of it.
+    Config,
+}
+
+impl CutReason {
+    pub const ALL: [CutReason; 5] = [
+        CutReason::Count,
+        CutReason::Bytes,
+        CutReason::Large,
+        CutReason::Timeout,
+        CutReason::Config,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutReason::Count => "count",
+            CutReason::Bytes => "bytes",
+            CutReason::Large => "large",
+            CutReason::Timeout => "timeout",
+            CutReason::Config => "config",
+        }
+    }
+
+    /// Its index in [`CutReason::ALL`] (and in [`CutCounts`]).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Blocks cut per [`CutReason`], in the order of [`CutReason::ALL`].
+pub type CutCounts = [u64; CutReason::ALL.len()];
+
 /// What one envelope did to the pending batch.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Ordered {
     /// Batches cut, oldest first; each becomes one block.
     pub batches: Vec<Vec<Vec<u8>>>,
+    /// Why each of `batches` was cut (same order).
+    pub reasons: Vec<CutReason>,
     /// The envelope exceeded `bytes_absolute_max` and is in no batch.
     pub refused: bool,
+}
+
+impl Ordered {
+    fn push(&mut self, batch: Vec<Vec<u8>>, reason: CutReason) {
+        self.batches.push(batch);
+        self.reasons.push(reason);
+    }
 }
 
 /// Envelopes waiting for their block. Part of the replicated state (and of snapshots).
@@ -71,18 +123,18 @@ impl BlockCutter {
         }
         if size > u64::from(limits.bytes_preferred_max) {
             if !self.pending.is_empty() {
-                out.batches.push(self.cut());
+                out.push(self.cut(), CutReason::Bytes);
             }
-            out.batches.push(vec![envelope]);
+            out.push(vec![envelope], CutReason::Large);
             return out;
         }
         if self.pending_bytes + size > u64::from(limits.bytes_preferred_max) {
-            out.batches.push(self.cut());
+            out.push(self.cut(), CutReason::Bytes);
         }
         self.pending.push(serde_bytes::ByteBuf::from(envelope));
         self.pending_bytes += size;
         if self.pending.len() >= limits.message_count_max as usize {
-            out.batches.push(self.cut());
+            out.push(self.cut(), CutReason::Count);
         }
         out
     }
@@ -118,6 +170,7 @@ mod tests {
         assert_eq!(c.ordered(&LIMITS, env(2, 10)), Ordered::default());
         let out = c.ordered(&LIMITS, env(3, 10));
         assert_eq!(out.batches, vec![vec![env(1, 10), env(2, 10), env(3, 10)]]);
+        assert_eq!(out.reasons, vec![CutReason::Count]);
         assert_eq!(c.pending_count(), 0);
         assert_eq!(c.pending_bytes(), 0);
     }
@@ -128,6 +181,7 @@ mod tests {
         c.ordered(&LIMITS, env(1, 60));
         let out = c.ordered(&LIMITS, env(2, 60));
         assert_eq!(out.batches, vec![vec![env(1, 60)]]);
+        assert_eq!(out.reasons, vec![CutReason::Bytes]);
         assert!(!out.refused);
         assert_eq!(c.pending_count(), 1);
         assert_eq!(c.pending_bytes(), 60);
@@ -148,6 +202,7 @@ mod tests {
         c.ordered(&LIMITS, env(1, 10));
         let out = c.ordered(&LIMITS, env(2, 150));
         assert_eq!(out.batches, vec![vec![env(1, 10)], vec![env(2, 150)]]);
+        assert_eq!(out.reasons, vec![CutReason::Bytes, CutReason::Large]);
         assert_eq!(c.pending_count(), 0);
         // With nothing pending it is cut alone.
         let out = c.ordered(&LIMITS, env(3, 150));

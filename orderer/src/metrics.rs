@@ -30,6 +30,12 @@ pub struct ChannelLabel {
     pub channel: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CutLabel {
+    pub channel: String,
+    pub reason: String,
+}
+
 /// Every metric the orderer exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -47,6 +53,7 @@ pub struct Metrics {
     pub snapshot_index: Family<ChannelLabel, Gauge>,
     pub raft_log_entries: Family<ChannelLabel, Gauge>,
     pub config_sequence: Family<ChannelLabel, Gauge>,
+    pub blocks_cut: Family<CutLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,8 +113,17 @@ impl Default for Metrics {
             "config_sequence",
             "Sequence of the channel config in force",
         );
+        let blocks_cut = Family::default();
+        registry.register(
+            "blocks_cut",
+            "Blocks this node cut since it started, by reason: count (message_count_max), \
+             bytes (bytes_preferred_max), large (one envelope over it, alone), timeout (the \
+             batch timeout), config (a config block and the envelopes cut ahead of it)",
+            blocks_cut.clone(),
+        );
         Metrics {
             registry,
+            blocks_cut,
             broadcast,
             height,
             is_leader,
@@ -182,6 +198,18 @@ impl Metrics {
         set(&self.snapshot_index, raft.snapshot.map_or(0, |l| l.index));
         set(&self.raft_log_entries, log_entries(&raft));
         set(&self.config_sequence, config_sequence(ch));
+        let cut = ch.status.borrow().blocks_cut;
+        for reason in crate::cutter::CutReason::ALL {
+            let label = CutLabel {
+                channel: ch.id.clone(),
+                reason: reason.as_str().to_owned(),
+            };
+            // The state machine keeps the totals; scrapes only move the counter up to them.
+            self.blocks_cut
+                .get_or_create(&label)
+                .inner()
+                .fetch_max(cut[reason.index()], std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Counts, for `channel`, every change of the Raft leader openraft's metrics show: to

@@ -172,6 +172,12 @@ impl Cluster {
         self.channel(i).map_or(0, |ch| ch.store.height())
     }
 
+    /// Blocks orderer `i` cut since it started, per reason (`orderer::cutter::CutReason`).
+    pub(super) fn blocks_cut(&self, i: usize) -> orderer::cutter::CutCounts {
+        self.channel(i)
+            .map_or_else(Default::default, |ch| ch.status.borrow().blocks_cut)
+    }
+
     /// The highest Raft log index any node has (entries proposed so far, all kinds).
     pub(super) fn last_log_index(&self) -> u64 {
         (0..self.len())
@@ -204,6 +210,8 @@ struct Cost {
     heights: Vec<u64>,
     /// Blocks the Deliver subscriber had received by then.
     delivered_height: u64,
+    /// Blocks the subscriber's orderer cut during the phase (until drained), per reason.
+    blocks_cut: orderer::cutter::CutCounts,
 }
 
 /// The steady window of a phase that started at `start` and lasted `length`.
@@ -276,6 +284,7 @@ fn drive(
             procfs::cpu_by_thread_name(),
             cluster.last_log_index(),
             procfs::storage_write_bytes(),
+            cluster.blocks_cut(SUBSCRIBER),
         );
         let start = rt.block_on(send_phase(&tracker, &phase, &lanes, envelopes, pace))?;
         let sent_until = Instant::now();
@@ -290,6 +299,10 @@ fn drive(
             threads: procfs::cpu_delta(&before.1, &cpu_after.1),
             raft_entries: cluster.last_log_index().saturating_sub(before.2),
             storage_bytes: procfs::storage_write_bytes().saturating_sub(before.3),
+            blocks_cut: {
+                let after = cluster.blocks_cut(SUBSCRIBER);
+                std::array::from_fn(|k| after[k].saturating_sub(before.4[k]))
+            },
             heights,
             delivered_height,
             envelopes: phase
@@ -358,7 +371,28 @@ fn drive(
             c.delivered_height,
         )
     };
+    let cuts = |c: &Cost| -> String {
+        orderer::cutter::CutReason::ALL
+            .iter()
+            .map(|r| format!("{} {}", r.as_str(), c.blocks_cut[r.index()]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let cut_extra = |phase: &str, c: &Cost| -> Vec<(String, String, f64)> {
+        orderer::cutter::CutReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{phase}_blocks_cut_{}", r.as_str()),
+                    format!("blocks cut by {}, {}", r.as_str(), phase.replace('_', " ")),
+                    c.blocks_cut[r.index()] as f64,
+                )
+            })
+            .collect()
+    };
     let mut notes = vec![
+        format!("full rate: blocks cut by {}", cuts(&full_cost)),
+        format!("half rate: blocks cut by {}", cuts(&half_cost)),
         format!(
             "full rate: {} blocks, {:.1} envelopes/block on average (cut at {} or after {} ms)",
             full_stats.blocks,
@@ -438,7 +472,11 @@ fn drive(
                 "tx/s delivered, half-rate phase".into(),
                 half_stats.delivered_per_s,
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(cut_extra("full_rate", &full_cost))
+        .chain(cut_extra("half_rate", &half_cost))
+        .collect(),
         series: Vec::new(),
         config: json!({
             "orderers": cluster.len(),

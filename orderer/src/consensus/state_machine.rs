@@ -59,6 +59,7 @@ use crate::block_store::BlockStore;
 use crate::block_store::BlockStoreError;
 use crate::cutter::BatchLimits;
 use crate::cutter::BlockCutter;
+use crate::cutter::CutReason;
 use crate::failpoints::failpoint;
 
 const SNAPSHOT: &[u8] = b"snapshot";
@@ -92,6 +93,8 @@ pub struct SmStatus {
     pub last_applied_index: Option<u64>,
     pub config_sequence: u64,
     pub last_config_block: u64,
+    /// Blocks this node cut since it started, per [`crate::cutter::CutReason`].
+    pub blocks_cut: crate::cutter::CutCounts,
 }
 
 impl SmState {
@@ -103,6 +106,7 @@ impl SmState {
             last_applied_index: self.last_applied.map(|l| l.index),
             config_sequence: 0,
             last_config_block: self.last_config_block,
+            blocks_cut: Default::default(),
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct StateMachine {
     /// When this node's clock first saw envelopes pending (planted bug `cut_by_local_clock`
     /// only; a correct node never reads its clock here).
     pending_since: Option<std::time::Instant>,
+    /// Blocks cut since this node started, per reason (not replicated: a count for metrics).
+    blocks_cut: crate::cutter::CutCounts,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -220,6 +226,7 @@ impl StateMachine {
             status: watch::Sender::new(state.status()),
             state,
             pending_since: None,
+            blocks_cut: Default::default(),
         };
         sm.load_config().map_err(|e| BlockStoreError::Corrupt {
             number: sm.state.last_config_block,
@@ -267,6 +274,7 @@ impl StateMachine {
     fn status(&self) -> SmStatus {
         SmStatus {
             config_sequence: self.config.borrow().sequence(),
+            blocks_cut: self.blocks_cut,
             ..self.state.status()
         }
     }
@@ -289,11 +297,11 @@ impl StateMachine {
             config_update::check_update(&current, &data, ANY_TIME).map_err(|e| e.to_string())?;
         if self.state.cutter.pending_count() > 0 {
             let batch = self.state.cutter.cut();
-            self.cut_block(wb, batch);
+            self.cut_block(wb, batch, CutReason::Config);
             response.blocks_cut += 1;
         }
         self.state.last_config_block = self.state.next_block;
-        self.cut_block(wb, vec![envelope]);
+        self.cut_block(wb, vec![envelope], CutReason::Config);
         response.blocks_cut += 1;
         self.state.config = serde_bytes::ByteBuf::from(checked.channel.config().encode_to_vec());
         let limits = BatchLimits::from_config(&checked.channel.batch_size());
@@ -326,13 +334,19 @@ impl StateMachine {
         let timeout = std::time::Duration::from_millis(self.config.borrow().batch_timeout_ms());
         if since.elapsed() >= timeout / 2 {
             let batch = self.state.cutter.cut();
-            self.cut_block(wb, batch);
+            self.cut_block(wb, batch, CutReason::Timeout);
             response.blocks_cut += 1;
             self.pending_since = None;
         }
     }
 
-    fn cut_block(&mut self, wb: &mut fjall::OwnedWriteBatch, batch: Vec<Vec<u8>>) {
+    fn cut_block(
+        &mut self,
+        wb: &mut fjall::OwnedWriteBatch,
+        batch: Vec<Vec<u8>>,
+        reason: CutReason,
+    ) {
+        self.blocks_cut[reason.index()] += 1;
         let number = self.state.next_block;
         let mut b = block::new_block(
             number,
@@ -408,8 +422,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             response.envelopes_refused += 1;
                             response.refused_at.push(position as u32);
                         }
-                        for batch in ordered.batches {
-                            self.cut_block(&mut wb, batch);
+                        for (batch, reason) in ordered.batches.into_iter().zip(ordered.reasons) {
+                            self.cut_block(&mut wb, batch, reason);
                             response.blocks_cut += 1;
                         }
                     }
@@ -419,7 +433,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         && self.state.cutter.pending_count() > 0
                     {
                         let batch = self.state.cutter.cut();
-                        self.cut_block(&mut wb, batch);
+                        self.cut_block(&mut wb, batch, CutReason::Timeout);
                         response.blocks_cut += 1;
                     }
                 }

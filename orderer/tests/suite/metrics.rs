@@ -132,6 +132,25 @@ async fn leader_stopped_and_restarted_is_reported_by_every_nodes_raft_metrics() 
         height >= 5,
         "expected 4 blocks after genesis: height {height}"
     );
+    // Each of those blocks was cut by the batch timeout, on every node (the count is each
+    // node's own: they apply the same entries).
+    for i in 0..3 {
+        let (_, body) = cluster.ops_get(i, "/metrics").await?;
+        let timeout_cuts: f64 = body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "weft_orderer_blocks_cut_total{{channel=\"{CHANNEL}\",reason=\"timeout\"}} "
+                ))
+            })
+            .with_context(|| format!("node {i}: no timeout cut count in {body}"))?
+            .trim()
+            .parse()?;
+        anyhow::ensure!(
+            timeout_cuts >= 4.0,
+            "node {i}: {timeout_cuts} blocks cut by timeout"
+        );
+    }
     for i in 0..3 {
         let committed = value(&cluster, i, "committed_block_number").await?;
         println!("node {i}: committed_block_number {committed}, store height {height}");
