@@ -223,13 +223,15 @@ async fn invoke_isolated_turns_panics_and_timeouts_into_errors() {
     let state = Arc::new(MemState::new());
     let cc: Arc<dyn Chaincode> = Arc::new(Panicky);
     let short = Duration::from_millis(200);
+    // Answers get a deadline a loaded box always meets; only the timeout case uses `short`.
+    let patient = Duration::from_secs(30);
 
     let (sim, r) = invoke_isolated(
         cc.clone(),
         sim_over(&state, "cc"),
         "panic".into(),
         vec![],
-        short,
+        patient,
     )
     .await;
     let err = r.unwrap_err();
@@ -255,7 +257,7 @@ async fn invoke_isolated_turns_panics_and_timeouts_into_errors() {
     assert_eq!(r.unwrap_err(), ChaincodeError::Timeout(short));
     assert!(sim.into_rwset().ns_rwset[0].writes.is_empty());
 
-    let (sim, r) = invoke_isolated(cc, sim_over(&state, "cc"), "ok".into(), vec![], short).await;
+    let (sim, r) = invoke_isolated(cc, sim_over(&state, "cc"), "ok".into(), vec![], patient).await;
     assert_eq!(r.unwrap(), b"fine");
     assert_eq!(
         sim.into_rwset().ns_rwset[0].writes.len(),
@@ -388,14 +390,17 @@ async fn external_token_matches_in_process() {
 async fn external_panic_and_timeout() {
     let (endpoint, stop) = start_shim(Arc::new(Panicky)).await;
     let state = Arc::new(MemState::new());
-    let external = ExternalChaincode::connect_lazy(&endpoint, Duration::from_millis(500)).unwrap();
+    // A patient client for the answers (a loaded box may take longer than 500 ms to connect
+    // and answer: CI saw "timed out" for the panic), an impatient one for the timeout.
+    let external = ExternalChaincode::connect_lazy(&endpoint, Duration::from_secs(30)).unwrap();
+    let impatient = ExternalChaincode::connect_lazy(&endpoint, Duration::from_millis(500)).unwrap();
     let (r, _) = call(&external, &state, "panic", &[]).await;
     let err = r.unwrap_err();
     assert_eq!(
         (err.status(), err.to_string()),
         (500, "chaincode panicked".to_owned())
     );
-    let (r, _) = call(&external, &state, "sleep", &[]).await;
+    let (r, _) = call(&impatient, &state, "sleep", &[]).await;
     assert_eq!(
         r.unwrap_err(),
         ChaincodeError::Timeout(Duration::from_millis(500))
