@@ -81,6 +81,14 @@ impl Ports {
     }
 }
 
+/// Raft timings for clusters on one box in tests: a 50 ms heartbeat, elections after
+/// 400-800 ms (a leader's loss is noticed in under a second; the defaults take 500-1000 ms).
+pub fn test_raft_timings(config: &mut OrdererConfig) {
+    config.raft.heartbeat_interval_ms = 50;
+    config.raft.election_timeout_min_ms = 400;
+    config.raft.election_timeout_max_ms = 800;
+}
+
 /// A node's config, which says its kind.
 #[derive(Debug, Clone)]
 pub enum Config {

@@ -21,9 +21,7 @@ fn cluster(dir: &Path) -> Cluster {
     Cluster::create(spec, dir, Ports::default(), |c| {
         match c {
             Config::Orderer(c) => {
-                c.raft.heartbeat_interval_ms = 50;
-                c.raft.election_timeout_min_ms = 400;
-                c.raft.election_timeout_max_ms = 800;
+                test_raft_timings(c);
                 c.log.level = "warn".into();
             }
             Config::Peer(c) => c.log.level = "warn".into(),

@@ -315,9 +315,7 @@ impl TestCluster {
 /// 127.0.0.1 (where its ports are held) whatever host it advertises.
 fn orderer_config(c: &OrdererConfig, opts: &ClusterOptions) -> OrdererConfig {
     let mut config = c.clone();
-    config.raft.heartbeat_interval_ms = 50;
-    config.raft.election_timeout_min_ms = 400;
-    config.raft.election_timeout_max_ms = 800;
+    chaos_tests::harness::inprocess::test_raft_timings(&mut config);
     config.raft.snapshot_interval_entries = opts.snapshot_interval_entries;
     config.raft.entries_kept_after_snapshot = opts.entries_kept_after_snapshot;
     config.log.level = "warn".into();

@@ -218,9 +218,7 @@ impl TestNet {
         let mut cluster = Cluster::create(spec, dir.path(), Ports::default(), |config| {
             match config {
                 Config::Orderer(c) => {
-                    c.raft.heartbeat_interval_ms = 50;
-                    c.raft.election_timeout_min_ms = 400;
-                    c.raft.election_timeout_max_ms = 800;
+                    chaos_tests::harness::inprocess::test_raft_timings(c);
                     c.log.level = "warn".into();
                 }
                 Config::Peer(c) => {
