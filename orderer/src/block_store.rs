@@ -63,9 +63,22 @@ pub fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
 }
 
+/// Options of the keyspaces that hold envelopes (blocks, Raft entries): values of at least
+/// [`BLOB_THRESHOLD_BYTES`] live in blob files outside the LSM tree (fjall's key-value
+/// separation), so after the journal they are written once, at flush, and compaction moves
+/// only their small pointers. A keyspace keeps the layout it was created with.
+pub fn blob_keyspace_options() -> KeyspaceCreateOptions {
+    keyspace_options().with_kv_separation(Some(
+        fjall::KvSeparationOptions::default().separation_threshold(BLOB_THRESHOLD_BYTES),
+    ))
+}
+
+/// Smallest value [`blob_keyspace_options`] moves out of the tree.
+pub const BLOB_THRESHOLD_BYTES: u32 = 1024;
+
 impl BlockStore {
     pub fn open(db: &Database, channel_id: &str) -> Result<Self, BlockStoreError> {
-        let blocks = db.keyspace(&format!("blocks.{channel_id}"), keyspace_options)?;
+        let blocks = db.keyspace(&format!("blocks.{channel_id}"), blob_keyspace_options)?;
         let txids = db.keyspace(&format!("txids.{channel_id}"), keyspace_options)?;
         let store = BlockStore {
             inner: Arc::new(Inner {

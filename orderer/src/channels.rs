@@ -202,6 +202,8 @@ pub struct Registry {
     /// This node's TLS certificate (DER), to tell when its consenter entry pins another one
     /// (empty: not checked).
     pub own_tls_cert: Vec<u8>,
+    /// Broadcast's creator signatures, verified in batches across every stream.
+    pub signatures: crate::broadcast::signatures::SignatureBatcher,
 }
 
 impl Registry {
@@ -209,13 +211,17 @@ impl Registry {
         Registry {
             node_id,
             channels: Default::default(),
-            metrics,
+            metrics: metrics.clone(),
             clock: system_clock,
             in_flight: Default::default(),
             clock_skew_secs: 0.into(),
             fatal: watch::Sender::new(None),
             ready_requires_every_channel: false,
             own_tls_cert: Vec::new(),
+            signatures: crate::broadcast::signatures::SignatureBatcher::new(
+                metrics.broadcast_signatures.clone(),
+                metrics.broadcast_signature_batches.clone(),
+            ),
         }
     }
 

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub raft_log_entries: Family<ChannelLabel, Gauge>,
     pub config_sequence: Family<ChannelLabel, Gauge>,
     pub blocks_cut: Family<CutLabel, Counter>,
+    pub broadcast_signatures: Counter,
+    pub broadcast_signature_batches: Counter,
 }
 
 impl Default for Metrics {
@@ -121,9 +123,23 @@ impl Default for Metrics {
              batch timeout), config (a config block and the envelopes cut ahead of it)",
             blocks_cut.clone(),
         );
+        let broadcast_signatures = Counter::default();
+        registry.register(
+            "broadcast_signatures_verified",
+            "Creator signatures of Broadcast envelopes verified (in batches across streams)",
+            broadcast_signatures.clone(),
+        );
+        let broadcast_signature_batches = Counter::default();
+        registry.register(
+            "broadcast_signature_batches",
+            "Batches those signatures were verified in (signatures / batches = mean batch)",
+            broadcast_signature_batches.clone(),
+        );
         Metrics {
             registry,
             blocks_cut,
+            broadcast_signatures,
+            broadcast_signature_batches,
             broadcast,
             height,
             is_leader,

@@ -255,6 +255,21 @@ pub struct PendingSignature {
 }
 
 impl PendingSignature {
+    /// `signature` by `key` over `message`; `subject` names the signer in errors.
+    pub fn new(
+        key: ed25519_dalek::VerifyingKey,
+        message: Vec<u8>,
+        signature: ed25519_dalek::Signature,
+        subject: String,
+    ) -> Self {
+        PendingSignature {
+            key,
+            message,
+            signature,
+            subject,
+        }
+    }
+
     /// Verifies it on its own (strict), with the error [`verify_envelope`] would give.
     pub fn verify(&self) -> Result<(), EnvelopeError> {
         self.key

@@ -37,6 +37,7 @@ pub mod node_config;
 pub mod policy;
 pub mod process;
 pub mod seek;
+pub mod signature_batch;
 pub mod signing;
 pub mod stopping;
 pub mod tls;

@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use std::ops::Bound;
 use std::ops::RangeBounds;
 
+use crate::block_store::blob_keyspace_options;
 use crate::block_store::keyspace_options;
 use crate::failpoints::failpoint;
 use fjall::Database;
@@ -72,7 +73,7 @@ impl LogStore {
     pub fn open(db: &Database, channel_id: &str) -> std::result::Result<Self, fjall::Error> {
         Ok(LogStore {
             db: db.clone(),
-            log: db.keyspace(&format!("rlog.{channel_id}"), keyspace_options)?,
+            log: db.keyspace(&format!("rlog.{channel_id}"), blob_keyspace_options)?,
             meta: db.keyspace(&format!("rmeta.{channel_id}"), keyspace_options)?,
         })
     }

@@ -101,9 +101,11 @@ async fn writes_that_never_commit_end_in_timeout_and_free_every_in_flight_slot()
     let n = IN_FLIGHT_MAX + 4;
     let answers =
         futures::future::join_all((0..n).map(|k| proposer.submit(entry_sized(k as u8), true)));
-    let answers = tokio::time::timeout(PROPOSAL_TIMEOUT * 3, answers)
+    // IN_FLIGHT_MAX hang at a time, each for one proposal timeout.
+    let rounds = u32::try_from(n.div_ceil(IN_FLIGHT_MAX)).unwrap() + 1;
+    let answers = tokio::time::timeout(PROPOSAL_TIMEOUT * rounds, answers)
         .await
-        .expect("every submission answered within two proposal timeouts");
+        .expect("every submission answered within a proposal timeout per round of slots");
     assert_eq!(answers.len(), n);
     assert!(answers
         .iter()

@@ -2,7 +2,7 @@
 //!
 //! Checks, in order: envelope decodes and names a channel this node serves; size within the
 //! channel's `bytes_absolute_max`; `verify_envelope` (headers, tx id rule, creator certificate,
-//! signature); header type is a transaction (Writers policy) or a config update
+//! signature: verified in batches across streams by [`signatures`], each answered as alone); header type is a transaction (Writers policy) or a config update
 //! ([`shared_proto::config_update::check_update`] against the config in force); the tx id is
 //! not already ordered. Then the envelope is proposed and the answer comes once it is committed.
 //!
@@ -30,6 +30,8 @@
 //! while its envelopes in progress hold [`STREAM_BYTES_MAX`] or [`STREAM_IN_FLIGHT_MAX`]
 //! (HTTP/2 flow control then slows that client alone).
 
+pub mod signatures;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,7 @@ use futures::StreamExt as _;
 use prost::Message as _;
 use shared_proto::channel::WRITERS;
 use shared_proto::envelope::verify_envelope;
+use shared_proto::envelope::verify_envelope_deferred;
 use shared_proto::envelope::EnvelopeError;
 use shared_proto::envelope::Refusal;
 use shared_proto::pb::common::Envelope;
@@ -55,6 +58,7 @@ use tonic::Code;
 use crate::channels::ChannelRuntime;
 use crate::channels::Registry;
 use crate::consensus::proposer::ProposeError;
+use signatures::SignatureCheckError;
 
 /// Envelopes of one Broadcast stream being checked or ordered at once; answers keep order.
 pub const STREAM_IN_FLIGHT_MAX: usize = 512;
@@ -244,7 +248,15 @@ async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String
     let _held = registry.in_flight.reserve(size).await?;
     let config = channel.config();
     let now = registry.now_unix();
-    let verified = verify_envelope(&config, &envelope, now)?;
+    let (verified, signature) = verify_envelope_deferred(&config, &envelope, now)?;
+    registry
+        .signatures
+        .verify(signature)
+        .await
+        .map_err(|e| match e {
+            SignatureCheckError::Refused(e) => BroadcastError::Envelope(e),
+            SignatureCheckError::Stopped => ProposeError::ShuttingDown.into(),
+        })?;
     match verified.header_type {
         HeaderType::EndorserTransaction | HeaderType::Message => {
             let writers = config
