@@ -6,7 +6,7 @@
 //! | after a step                                        | then                          |
 //! |-----------------------------------------------------|-------------------------------|
 //! | delivered p99 > `p99_max_ms`                        | stop; peak = best step within the bound (the first step if none is) |
-//! | delivered tx/s < (1 + `GAIN_MIN`) × best so far     | stop; peak = best step        |
+//! | `PATIENCE` steps in a row not beating the best by `GAIN_MIN` | stop; peak = best step |
 //! | CPU busy ≥ `CPU_SATURATED` × cores                  | stop; peak = best step        |
 //! | `steps_max` steps run                               | stop; peak = best step        |
 //! | otherwise                                           | next step at twice the in-flight |
@@ -20,6 +20,9 @@ use crate::bench::Percentiles;
 pub(super) const IN_FLIGHT_FIRST: usize = 64;
 /// A step must deliver this much more than the best before it to count as still rising.
 pub(super) const GAIN_MIN: f64 = 0.05;
+/// Steps in a row that may fail to beat the best by [`GAIN_MIN`] before the sweep stops: one
+/// noisy step (a shared box, a flush) must not end it.
+pub(super) const PATIENCE: usize = 2;
 /// CPU busy (all processes under test and the clients) at this share of the cores is saturated.
 pub(super) const CPU_SATURATED: f64 = 0.95;
 /// Delivered p99 above this ends the sweep: more in-flight only queues.
@@ -64,11 +67,19 @@ impl Stop {
 
 /// Whether the sweep stops after `steps` (the last one just run), and why.
 pub(super) fn verdict(steps: &[Step], cores: usize, steps_max: usize) -> Option<Stop> {
-    let (last, before) = steps.split_last()?;
-    let best_before = before.iter().map(|s| s.delivered_per_s).fold(0.0, f64::max);
+    let last = steps.last()?;
+    // The last step that beat the best before it by GAIN_MIN.
+    let mut rising = 0;
+    let mut best = 0.0;
+    for (i, s) in steps.iter().enumerate() {
+        if i == 0 || s.delivered_per_s >= (1.0 + GAIN_MIN) * best {
+            rising = i;
+        }
+        best = f64::max(best, s.delivered_per_s);
+    }
     if last.delivered.p99 > P99_MAX_MS {
         Some(Stop::Latency)
-    } else if !before.is_empty() && last.delivered_per_s < (1.0 + GAIN_MIN) * best_before {
+    } else if steps.len() - 1 - rising >= PATIENCE {
         Some(Stop::NoGain)
     } else if last.cores_busy >= CPU_SATURATED * cores as f64 {
         Some(Stop::Cpu)
@@ -121,7 +132,7 @@ pub(super) fn json(steps: &[Step], stop: Option<Stop>, peak_in_flight: usize) ->
         "peak_in_flight": peak_in_flight,
         "rules": format!(
             "in-flight doubles from {IN_FLIGHT_FIRST}; stop when delivered p99 > {P99_MAX_MS} ms, \
-             gain < {:.0} %, CPU ≥ {:.0} % of the cores, or the step limit",
+             {PATIENCE} steps in a row gain < {:.0} %, CPU ≥ {:.0} % of the cores, or the step limit",
             GAIN_MIN * 100.0,
             CPU_SATURATED * 100.0
         ),
@@ -181,9 +192,15 @@ mod tests {
         steps.push(step(128, 2000.0, 150.0, 1.2));
         assert_eq!(verdict(&steps, 2, 8), None);
         steps.push(step(256, 2050.0, 200.0, 1.3));
+        assert_eq!(
+            verdict(&steps, 2, 8),
+            None,
+            "one step without gain is noise"
+        );
+        steps.push(step(512, 1900.0, 250.0, 1.3));
         assert_eq!(verdict(&steps, 2, 8), Some(Stop::NoGain));
         assert_eq!(peak(&steps).map(|s| s.in_flight), Some(256));
-        steps.pop();
+        steps.truncate(2);
         steps.push(step(256, 4000.0, 1500.0, 1.3));
         assert_eq!(verdict(&steps, 2, 8), Some(Stop::Latency));
         assert_eq!(peak(&steps).map(|s| s.in_flight), Some(128));
