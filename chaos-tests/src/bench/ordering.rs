@@ -1,5 +1,6 @@
-//! `ordering`: three orderers in this process (the harness's in-process backend,
-//! `harness::inprocess`) under Broadcast load.
+//! `ordering`: three orderers under Broadcast load: in this process (the harness's in-process
+//! backend, `harness::inprocess`), or with `--processes` as three orderer processes, as they
+//! are deployed (the harness's process backend; [`cluster`]).
 //!
 //! Clients (one tokio runtime with one worker per core, in the same process, so they share
 //! the box with the orderers) submit pre-signed ENDORSER_TRANSACTION envelopes with a 1 KiB
@@ -10,17 +11,28 @@
 //!
 //! 1. **warm-up** (untimed, ~1.5 s closed loop): estimates the rate, to pre-sign enough
 //!    envelopes for the next phase;
-//! 2. **full rate**, closed loop: `--in-flight` envelopes outstanding at all times, for
+//! 2. **sweep** (unless `--in-flight` pins the level): short closed-loop steps at rising
+//!    in-flight until throughput stops rising, latency passes a bound or the CPU saturates
+//!    ([`sweep`]); the curve is reported and its peak's in-flight used next;
+//! 3. **full rate**, closed loop: the peak's (or `--in-flight`) envelopes outstanding at all times, for
 //!    `--seconds`. Reported: ordered (acknowledged) and delivered tx/s over the steady window
 //!    (the first 10 % of the phase, at most 1 s, is ramp-up and not counted), broadcast →
 //!    delivered latency of envelopes sent in that window;
-//! 3. **half rate**, open loop: envelopes sent on a fixed schedule at half the delivered rate
-//!    of phase 2, for `--seconds`; latency counts from the *scheduled* send time, so a client
+//! 4. **half rate**, open loop: envelopes sent on a fixed schedule at half the delivered rate
+//!    of phase 3, for `--seconds`; latency counts from the *scheduled* send time, so a client
 //!    that falls behind cannot hide queueing (no coordinated omission).
+//!
+//! Cost per phase and step: CPU busy of every process taking part, storage bytes written
+//! (`/proc/<pid>/io`, all three nodes) per envelope and per KiB of encoded envelope (write
+//! amplification), blocks cut per reason (in process from the channel's state, of a process
+//! from its ops `/metrics`).
 //!
 //! Bound: the receiving orderer verifies one signature (the creator's) per envelope, so
 //! `bound = cores × ed25519 verify/s/core`. It ignores everything else an orderer does (TLS,
 //! Raft replication, fsync, block cutting and signing, Deliver) and the clients' own CPU.
+
+mod cluster;
+mod sweep;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -30,13 +42,13 @@ use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use prost::Message as _;
 use serde_json::json;
 use shared_proto::material::BatchSpec;
-use shared_proto::msp::SigningIdentity;
 use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use tonic::transport::Channel as GrpcChannel;
-use tonic::transport::ClientTlsConfig;
-use tonic::transport::Endpoint;
+
+pub(super) use cluster::Cluster;
 
 use super::load::drain;
 use super::load::presign;
@@ -45,27 +57,32 @@ use super::load::send_phase;
 use super::load::stats;
 use super::load::subscribe;
 use super::load::Pace;
+use super::load::PhaseStats;
 use super::load::Tracker;
 use super::procfs;
 use super::RawLimits;
 use super::Report;
-use super::CHANNEL;
-use crate::harness::inprocess;
-use crate::harness::inprocess::Config;
-use crate::harness::NodeHandle as _;
 
+/// The orderer the Deliver subscriber reads from (its cut counts are reported).
+const SUBSCRIBER: usize = 0;
 const WARMUP: Duration = Duration::from_millis(1500);
+/// In-flight of the warm-up when the sweep picks the level.
+const WARMUP_IN_FLIGHT: usize = 256;
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub seconds: f64,
-    /// Envelopes outstanding at once in the closed-loop phases, over all streams.
-    pub in_flight: usize,
+    /// Envelopes outstanding at once in the full-rate phase, over all streams; `None`: found
+    /// by the sweep.
+    pub in_flight: Option<usize>,
     /// Broadcast streams per orderer.
     pub streams_per_node: usize,
     /// Envelope body size (the `data` of the payload).
     pub body_bytes: usize,
+    /// The orderers as processes of their own started from this executable (`EXE node orderer
+    /// --config FILE`); `None`: in this process.
+    pub processes: Option<std::path::PathBuf>,
 }
 
 /// The channel's batch settings: 500 envelopes / 2 MiB preferred / 10 MiB absolute / 100 ms.
@@ -79,139 +96,40 @@ fn batch() -> BatchSpec {
     }
 }
 
-/// The sample network's orderers in this process (each on a runtime of its own with 2 worker
-/// threads, storage fdatasync'ed), plus what a client needs to talk to them.
-pub(super) struct Cluster {
-    inner: inprocess::Cluster,
-    addrs: Vec<String>,
-    /// Org1MSP User1 (role client): signs envelopes and Deliver requests.
-    pub(super) client: SigningIdentity,
-    tls: ClientTlsConfig,
-}
-
-impl Cluster {
-    /// Generates the sample network into `dir` with ports held from the OS and the given
-    /// batch settings, and starts every orderer.
-    pub(super) fn start(dir: &std::path::Path, batch: BatchSpec) -> anyhow::Result<Self> {
-        let mut spec = super::sample_spec()?;
-        for o in spec.orderer_orgs.iter_mut().flat_map(|o| &mut o.orderers) {
-            o.host = "127.0.0.1".into();
-            (o.port, o.cluster_port, o.ops_port) = (0, 0, 0);
-        }
-        for ch in &mut spec.channels {
-            ch.batch = batch.clone();
-        }
-        let mut inner =
-            inprocess::Cluster::create(spec, dir, inprocess::Ports::default(), |config| {
-                if let Config::Orderer(c) = config {
-                    c.log.level = "warn".into();
-                    c.validate()?;
-                }
-                Ok(())
-            })?;
-        let client = inner.identity("Org1MSP", "User1")?;
-        let tls = inner.client_tls("Org1MSP", "User1")?;
-        let mut addrs = Vec::new();
-        for node in inner
-            .nodes
-            .iter_mut()
-            .filter(|n| n.kind() == crate::launcher::Kind::Orderer)
-        {
-            addrs.push(node.addresses().service);
-            node.start()?;
-        }
-        Ok(Cluster {
-            inner,
-            addrs,
-            client,
-            tls,
-        })
-    }
-
-    /// Number of orderers.
-    pub(super) fn len(&self) -> usize {
-        self.addrs.len()
-    }
-
-    fn channel(&self, i: usize) -> Option<std::sync::Arc<orderer::channels::ChannelRuntime>> {
-        self.inner
-            .orderers()
-            .nth(i)?
-            .orderer()?
-            .registry
-            .get(CHANNEL)
-    }
-
-    /// Waits until the running orderers agree on a leader of the channel; its Raft id.
-    pub(super) async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
-        let name = self.inner.wait_leader(CHANNEL, timeout).await?;
-        let index = self
-            .inner
-            .orderers()
-            .position(|n| n.name() == name)
-            .context("the leader is no orderer")?;
-        Ok(u64::try_from(index)? + 1)
-    }
-
-    /// A gRPC client of orderer `i` (one HTTP/2 connection per call of this function).
-    pub(super) async fn client(
-        &self,
-        i: usize,
-    ) -> anyhow::Result<AtomicBroadcastClient<GrpcChannel>> {
-        let channel = Endpoint::from_shared(format!("https://{}", self.addrs[i]))?
-            .tls_config(self.tls.clone())?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to orderer {} at {}", i + 1, self.addrs[i]))?;
-        Ok(AtomicBroadcastClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
-    }
-
-    /// The channel height of orderer `i`'s block store.
-    pub(super) fn height(&self, i: usize) -> u64 {
-        self.channel(i).map_or(0, |ch| ch.store.height())
-    }
-
-    /// Blocks orderer `i` cut since it started, per reason (`orderer::cutter::CutReason`).
-    pub(super) fn blocks_cut(&self, i: usize) -> orderer::cutter::CutCounts {
-        self.channel(i)
-            .map_or_else(Default::default, |ch| ch.status.borrow().blocks_cut)
-    }
-
-    /// The highest Raft log index any node has (entries proposed so far, all kinds).
-    pub(super) fn last_log_index(&self) -> u64 {
-        (0..self.len())
-            .filter_map(|i| self.channel(i))
-            .filter_map(|ch| ch.raft.metrics().borrow().last_log_index)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Stops every node gracefully (servers stop, storage is fsynced).
-    pub(super) fn stop(&mut self) {
-        self.inner.stop_all();
-    }
-}
-
-/// What a phase cost the process (all three orderers and the clients).
+/// What a phase cost (the orderers and the clients).
 #[derive(Debug)]
 struct Cost {
-    /// CPU seconds per second while sending.
+    /// CPU seconds per second while sending, every process taking part.
     cores_busy: f64,
-    /// CPU seconds per thread name while sending.
+    /// (process, CPU seconds per second while sending, storage bytes written until drained).
+    processes: Vec<(String, f64, u64)>,
+    /// CPU seconds per thread name of this process while sending.
     threads: Vec<(String, f64)>,
     /// Raft log entries appended (envelope batches and time-to-cut markers).
     raft_entries: u64,
-    /// Bytes written to storage from the start of sending until drained.
+    /// Bytes written to storage from the start of sending until drained, every process.
     storage_bytes: u64,
     /// Envelopes ordered.
     envelopes: usize,
+    /// Mean encoded size of the phase's envelopes, bytes.
+    envelope_bytes: f64,
     /// Each orderer's block height when sending stopped.
     heights: Vec<u64>,
     /// Blocks the Deliver subscriber had received by then.
     delivered_height: u64,
     /// Blocks the subscriber's orderer cut during the phase (until drained), per reason.
     blocks_cut: orderer::cutter::CutCounts,
+}
+
+impl Cost {
+    fn storage_per_envelope(&self) -> f64 {
+        self.storage_bytes as f64 / self.envelopes.max(1) as f64
+    }
+
+    /// Storage KiB written (all nodes) per KiB of encoded envelope.
+    fn storage_per_envelope_kib(&self) -> f64 {
+        self.storage_per_envelope() / self.envelope_bytes.max(1.0)
+    }
 }
 
 /// The steady window of a phase that started at `start` and lasted `length`.
@@ -227,21 +145,25 @@ pub fn run(opts: &Options, raw: RawLimits, dir: &std::path::Path) -> anyhow::Res
         opts.streams_per_node > 0,
         "--streams-per-node must be at least 1"
     );
-    let mut cluster = Cluster::start(dir, batch())?;
+    anyhow::ensure!(opts.in_flight != Some(0), "--in-flight must be at least 1");
+    let mut cluster = match &opts.processes {
+        Some(exe) => Cluster::start_processes(dir, exe, &batch())?,
+        None => Cluster::start_in_process(dir, batch())?,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(raw.cores)
         .enable_all()
         .thread_name("bench-client")
         .build()
         .context("client runtime")?;
-    let result = drive(&cluster, &rt, opts, raw);
+    let result = drive(&mut cluster, &rt, opts, raw);
     rt.shutdown_timeout(Duration::from_secs(2));
     cluster.stop();
     result
 }
 
 fn drive(
-    cluster: &Cluster,
+    cluster: &mut Cluster,
     rt: &tokio::runtime::Runtime,
     opts: &Options,
     raw: RawLimits,
@@ -254,7 +176,6 @@ fn drive(
         foreign: AtomicU64::new(0),
         last_block: AtomicU64::new(0),
     });
-    const SUBSCRIBER: usize = 0;
     let deliver = rt.block_on(subscribe(
         cluster,
         SUBSCRIBER,
@@ -271,37 +192,58 @@ fn drive(
     })?;
     let ready = rt.block_on(probe(&tracker, cluster, opts.body_bytes))?;
     rt.block_on(drain(&ready)).context("readiness probe")?;
-    let closed = |duration: Duration| Pace::Closed {
-        in_flight: opts.in_flight,
+    let closed = |in_flight: usize, duration: Duration| Pace::Closed {
+        in_flight,
         duration,
     };
-    let run_phase = |name: &str, count: usize, pace: Pace| -> anyhow::Result<_> {
+    let run_phase = |cluster: &mut Cluster, name: &str, count: usize, pace: Pace| {
         let phase = tracker.add_phase(count);
         let envelopes = presign(cluster, phase.base, count, opts.body_bytes);
+        let envelope_bytes = envelopes
+            .iter()
+            .map(|e| e.encoded_len() as f64)
+            .sum::<f64>()
+            / count.max(1) as f64;
         eprintln!("ordering: {name}: {count} envelopes pre-signed; sending ({pace:?})");
         let before = (
-            procfs::process_cpu_seconds(),
+            cluster.usage(),
             procfs::cpu_by_thread_name(),
             cluster.last_log_index(),
-            procfs::storage_write_bytes(),
             cluster.blocks_cut(SUBSCRIBER),
         );
         let start = rt.block_on(send_phase(&tracker, &phase, &lanes, envelopes, pace))?;
         let sent_until = Instant::now();
-        let cpu_after = (procfs::process_cpu_seconds(), procfs::cpu_by_thread_name());
+        let cpu_after = (cluster.usage(), procfs::cpu_by_thread_name());
         let heights: Vec<u64> = (0..cluster.len()).map(|i| cluster.height(i)).collect();
         let delivered_height = tracker.last_block.load(Ordering::Relaxed) + 1;
         rt.block_on(drain(&phase))
             .with_context(|| format!("{name} phase"))?;
         anyhow::ensure!(!deliver.is_finished(), "the Deliver subscriber stopped");
+        cluster.check_alive()?;
+        let usage_drained = cluster.usage();
+        let sending = sent_until.duration_since(start).as_secs_f64().max(1e-3);
+        let processes: Vec<(String, f64, u64)> = before
+            .0
+            .iter()
+            .zip(&cpu_after.0)
+            .zip(&usage_drained)
+            .map(|((b, a), d)| {
+                (
+                    b.name.clone(),
+                    (a.cpu_seconds - b.cpu_seconds) / sending,
+                    d.write_bytes.saturating_sub(b.write_bytes),
+                )
+            })
+            .collect();
         let cost = Cost {
-            cores_busy: (cpu_after.0 - before.0) / sent_until.duration_since(start).as_secs_f64(),
+            cores_busy: processes.iter().map(|p| p.1).sum(),
+            storage_bytes: processes.iter().map(|p| p.2).sum(),
+            processes,
             threads: procfs::cpu_delta(&before.1, &cpu_after.1),
             raft_entries: cluster.last_log_index().saturating_sub(before.2),
-            storage_bytes: procfs::storage_write_bytes().saturating_sub(before.3),
             blocks_cut: {
                 let after = cluster.blocks_cut(SUBSCRIBER);
-                std::array::from_fn(|k| after[k].saturating_sub(before.4[k]))
+                std::array::from_fn(|k| after[k].saturating_sub(before.3[k]))
             },
             heights,
             delivered_height,
@@ -310,13 +252,20 @@ fn drive(
                 .iter()
                 .filter(|a| a.load(Ordering::Relaxed) != 0)
                 .count(),
+            envelope_bytes,
         };
-        Ok((phase, start, cost))
+        anyhow::Ok((phase, start, cost))
     };
 
-    // 1. Warm-up: sizes phase 2.
+    // 1. Warm-up: sizes the next phases.
     let warm_count = 20_000;
-    let (warm, warm_start, _) = run_phase("warm-up", warm_count, closed(WARMUP))?;
+    let warm_in_flight = opts.in_flight.unwrap_or(WARMUP_IN_FLIGHT);
+    let (warm, warm_start, _) = run_phase(
+        cluster,
+        "warm-up",
+        warm_count,
+        closed(warm_in_flight, WARMUP),
+    )?;
     let warm_acked = warm.acked.iter().filter(|a| a.load(Ordering::Relaxed) != 0);
     let (warm_count_acked, last_ack) = warm_acked.fold((0usize, 0u64), |(n, last), a| {
         (n + 1, last.max(a.load(Ordering::Relaxed)))
@@ -327,27 +276,129 @@ fn drive(
         .as_secs_f64()
         .max(0.1);
     let warm_rate = warm_count_acked as f64 / warm_secs;
+    let closed_stats = |phase: &super::load::Phase, start: Instant, length: Duration| {
+        let (from, to) = steady(start, length.min(start.elapsed()));
+        stats(&tracker, phase, from, to)
+    };
 
-    // 2. Full rate, closed loop.
+    // 2. Sweep: in-flight doubles until the peak (skipped when --in-flight pins the level).
+    let mut steps: Vec<sweep::Step> = Vec::new();
+    let mut stop = None;
+    let step_length = Duration::from_secs_f64((opts.seconds / 3.0).clamp(1.0, 3.0));
+    let steps_max = if opts.seconds < 5.0 { 3 } else { 8 };
+    if opts.in_flight.is_none() {
+        let mut in_flight = sweep::IN_FLIGHT_FIRST;
+        while stop.is_none() {
+            let best = steps
+                .iter()
+                .map(|s| s.delivered_per_s)
+                .fold(warm_rate, f64::max);
+            let count =
+                (best.max(1000.0) * step_length.as_secs_f64() * 2.5) as usize + 4 * in_flight;
+            let name = format!("sweep, in-flight {in_flight}");
+            let (phase, start, cost) =
+                run_phase(cluster, &name, count, closed(in_flight, step_length))?;
+            let s = closed_stats(&phase, start, step_length);
+            steps.push(sweep::Step {
+                in_flight,
+                seconds: step_length.as_secs_f64(),
+                delivered_per_s: s.delivered_per_s,
+                ordered_per_s: s.ordered_per_s,
+                ack: s.ack_latency,
+                delivered: s.delivered_latency,
+                cores_busy: cost.cores_busy,
+                processes: cost.processes.clone(),
+                storage_kib_per_kib: cost.storage_per_envelope_kib(),
+            });
+            eprintln!("ordering: {}", sweep::line(&steps[steps.len() - 1]));
+            stop = sweep::verdict(&steps, raw.cores, steps_max);
+            in_flight = sweep::next(in_flight);
+        }
+    }
+    let in_flight = match (opts.in_flight, sweep::peak(&steps)) {
+        (Some(pinned), _) => pinned,
+        (None, Some(peak)) => peak.in_flight,
+        (None, None) => WARMUP_IN_FLIGHT,
+    };
+
+    // 3. Full rate, closed loop, at the peak.
     let length = Duration::from_secs_f64(opts.seconds);
-    let full_count = (warm_rate.max(1000.0) * opts.seconds * 1.6) as usize + 4 * opts.in_flight;
-    let (full, full_start, full_cost) = run_phase("full rate", full_count, closed(length))?;
+    let best = steps
+        .iter()
+        .map(|s| s.delivered_per_s)
+        .fold(warm_rate, f64::max);
+    let full_count = (best.max(1000.0) * opts.seconds * 1.6) as usize + 4 * in_flight;
+    let (full, full_start, full_cost) =
+        run_phase(cluster, "full rate", full_count, closed(in_flight, length))?;
     let exhausted = full.sent.iter().all(|s| s.load(Ordering::Relaxed) != 0);
-    let (from, to) = steady(full_start, length.min(full_start.elapsed()));
-    let full_stats = stats(&tracker, &full, from, to);
+    let full_stats = closed_stats(&full, full_start, length);
 
-    // 3. Half rate, open loop.
+    // 4. Half rate, open loop.
     let half_rate = (full_stats.delivered_per_s / 2.0).max(1.0);
     let half_count = (half_rate * opts.seconds).ceil() as usize;
-    let (half, half_start, half_cost) =
-        run_phase("half rate", half_count, Pace::Open { rate: half_rate })?;
+    let (half, half_start, half_cost) = run_phase(
+        cluster,
+        "half rate",
+        half_count,
+        Pace::Open { rate: half_rate },
+    )?;
     let half_length = Duration::from_secs_f64(half_count as f64 / half_rate);
     let (from, to) = steady(half_start, half_length);
     let half_stats = stats(&tracker, &half, from, to);
     deliver.abort();
+    let foreign = tracker.foreign.load(Ordering::Relaxed);
+    let lanes = lanes.len();
+    report(Measured {
+        cluster,
+        raw,
+        opts,
+        leader,
+        lanes,
+        warm_rate,
+        in_flight,
+        steps,
+        stop,
+        full: (full_count, exhausted, full_stats, full_cost),
+        half: (half_rate, half_stats, half_cost),
+        foreign,
+    })
+}
 
+/// Everything [`report`] turns into the report.
+struct Measured<'a> {
+    cluster: &'a Cluster,
+    raw: RawLimits,
+    opts: &'a Options,
+    leader: u64,
+    lanes: usize,
+    warm_rate: f64,
+    in_flight: usize,
+    steps: Vec<sweep::Step>,
+    stop: Option<sweep::Stop>,
+    /// Envelopes pre-signed, whether all were sent early, stats, cost.
+    full: (usize, bool, PhaseStats, Cost),
+    /// Target rate, stats, cost.
+    half: (f64, PhaseStats, Cost),
+    foreign: u64,
+}
+
+fn report(m: Measured) -> anyhow::Result<Report> {
+    let Measured {
+        cluster,
+        raw,
+        opts,
+        leader,
+        lanes,
+        warm_rate,
+        in_flight,
+        steps,
+        stop,
+        full: (full_count, exhausted, full_stats, full_cost),
+        half: (half_rate, half_stats, half_cost),
+        foreign,
+    } = m;
     let bound = raw.cores as f64 * raw.verify_per_s_per_core;
-    let rss = super::peak_rss_mib()?;
+    let rss = cluster.peak_rss_mib()?;
     let cost_note = |name: &str, c: &Cost| {
         let top: Vec<String> = c
             .threads
@@ -356,17 +407,28 @@ fn drive(
             .map(|(n, s)| format!("{n} {s:.2}s"))
             .collect();
         let per_env = |v: f64| v / c.envelopes.max(1) as f64;
+        let procs: Vec<String> = c
+            .processes
+            .iter()
+            .map(|(n, busy, bytes)| {
+                format!("{n} {busy:.2} cores, {:.1} MiB", *bytes as f64 / 1048576.0)
+            })
+            .collect();
         format!(
-            "{name}: process CPU {:.2} of {} cores busy (by thread: {}); {} Raft entries \
-             ({:.1} envelopes/entry); storage writes {:.1} MiB = {:.1} KiB/envelope (3 nodes); \
-             when sending stopped: block heights {:?}, subscriber at {}",
+            "{name}: CPU {:.2} of {} cores busy ({}; this process by thread: {}); {} Raft \
+             entries ({:.1} envelopes/entry); storage writes {:.1} MiB = {:.1} KiB/envelope \
+             (3 nodes), {:.2} KiB per KiB of envelope ({:.0} bytes encoded); when sending \
+             stopped: block heights {:?}, subscriber at {}",
             c.cores_busy,
             raw.cores,
+            procs.join(", "),
             top.join(", "),
             c.raft_entries,
             c.envelopes as f64 / c.raft_entries.max(1) as f64,
             c.storage_bytes as f64 / (1024.0 * 1024.0),
             per_env(c.storage_bytes as f64) / 1024.0,
+            c.storage_per_envelope_kib(),
+            c.envelope_bytes,
             c.heights,
             c.delivered_height,
         )
@@ -390,7 +452,29 @@ fn drive(
             })
             .collect()
     };
-    let mut notes = vec![
+    let write_extra = |phase: &str, c: &Cost| -> Vec<(String, String, f64)> {
+        let label = phase.replace('_', " ");
+        vec![
+            (
+                format!("{phase}_storage_bytes_per_envelope"),
+                format!("storage bytes written per envelope, 3 nodes, {label}"),
+                c.storage_per_envelope(),
+            ),
+            (
+                format!("{phase}_storage_kib_per_envelope_kib"),
+                format!("storage KiB written per KiB of envelope, 3 nodes, {label}"),
+                c.storage_per_envelope_kib(),
+            ),
+        ]
+    };
+    let mut notes: Vec<String> = steps.iter().map(sweep::line).collect();
+    if let Some(stop) = stop {
+        notes.push(format!(
+            "sweep stopped: {}; peak at in-flight {in_flight}",
+            stop.as_str()
+        ));
+    }
+    notes.extend([
         format!("full rate: blocks cut by {}", cuts(&full_cost)),
         format!("half rate: blocks cut by {}", cuts(&half_cost)),
         format!(
@@ -406,8 +490,8 @@ fn drive(
         ),
         cost_note("full rate", &full_cost),
         cost_note("half rate", &half_cost),
-    ];
-    let little = opts.in_flight as f64 / (full_stats.ack_latency.p50 / 1e3).max(1e-6);
+    ]);
+    let little = in_flight as f64 / (full_stats.ack_latency.p50 / 1e3).max(1e-6);
     let cpu_bound = full_cost.cores_busy >= 0.85 * raw.cores as f64;
     if cpu_bound {
         notes.push(format!(
@@ -418,13 +502,12 @@ fn drive(
         notes.push(format!(
             "full rate is latency-bound, not CPU-bound: in-flight {} / ack p50 {:.1} ms = \
              {little:.0} tx/s ≈ the rate measured; a larger --in-flight orders more",
-            opts.in_flight, full_stats.ack_latency.p50
+            in_flight, full_stats.ack_latency.p50
         ));
     }
     if exhausted {
         notes.push("full rate: every pre-signed envelope was sent before --seconds ended; the phase was shorter".into());
     }
-    let foreign = tracker.foreign.load(Ordering::Relaxed);
     if foreign > 0 {
         notes.push(format!(
             "{foreign} delivered envelopes were not the bench's"
@@ -458,9 +541,12 @@ fn drive(
         bound_formula: "cores × ed25519 verify/s/core (the receiving orderer verifies one \
                         creator signature per envelope; nothing else is counted)"
             .into(),
-        peak_rss_mib: vec![("orderers+clients".into(), rss)],
-        rss_note: "peak RSS of the whole process: 3 orderers + clients + pre-signed envelopes"
-            .into(),
+        peak_rss_mib: rss,
+        rss_note: if cluster.processes() {
+            "peak RSS per process: the bench (clients + pre-signed envelopes), each orderer".into()
+        } else {
+            "peak RSS of the whole process: 3 orderers + clients + pre-signed envelopes".into()
+        },
         extra: vec![
             (
                 "ordered_tx_per_s".into(),
@@ -476,10 +562,22 @@ fn drive(
         .into_iter()
         .chain(cut_extra("full_rate", &full_cost))
         .chain(cut_extra("half_rate", &half_cost))
+        .chain(write_extra("full_rate", &full_cost))
+        .chain(write_extra("half_rate", &half_cost))
+        .chain([(
+            "envelope_encoded_bytes".into(),
+            "envelope size, encoded bytes".into(),
+            full_cost.envelope_bytes,
+        )])
         .collect(),
-        series: Vec::new(),
+        series: if steps.is_empty() {
+            Vec::new()
+        } else {
+            vec![("sweep".into(), sweep::json(&steps, stop, in_flight))]
+        },
         config: json!({
             "orderers": cluster.len(),
+            "orderers_as": if cluster.processes() { "processes" } else { "in process" },
             "leader": leader,
             "deliver_subscriber": format!("orderer{}", SUBSCRIBER + 1),
             "batch": {
@@ -488,8 +586,9 @@ fn drive(
                 "timeout_ms": batch().timeout_ms,
             },
             "envelope_body_bytes": opts.body_bytes,
-            "in_flight": opts.in_flight,
-            "broadcast_streams": lanes.len(),
+            "in_flight": in_flight,
+            "in_flight_from": if opts.in_flight.is_some() { "--in-flight" } else { "sweep peak" },
+            "broadcast_streams": lanes,
             "cores": raw.cores,
             "seconds": opts.seconds,
             "warmup_tx_per_s": warm_rate,

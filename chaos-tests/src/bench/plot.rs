@@ -2,8 +2,11 @@
 //!
 //! Each `ordering` report gives two points (full rate, half rate: delivered tx/s against
 //! broadcast → delivered latency); each `e2e` report one (tx/s committed at every peer against
-//! submit → commit latency). p50 and p99 are drawn per kind, points joined in order of
-//! throughput. `validation` reports have no offered load and are skipped.
+//! submit → commit latency). An `ordering` report with a `sweep` adds its closed-loop steps as
+//! a curve of their own (`ordering sweep`, or `ordering sweep (processes)`: delivered tx/s
+//! against broadcast → delivered latency per in-flight level). p50 and p99 are drawn per kind,
+//! points joined in order of throughput. `validation` reports have no offered load and are
+//! skipped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,6 +48,26 @@ pub fn points(report: &Value) -> Option<(String, Vec<Point>)> {
     Some((kind, pts))
 }
 
+/// The sweep curve of an `ordering` report, under its kind, if it has one.
+pub fn sweep_points(report: &Value) -> Option<(String, Vec<Point>)> {
+    let steps = report["sweep"]["steps"].as_array()?;
+    let pts: Option<Vec<Point>> = steps
+        .iter()
+        .map(|s| {
+            Some(Point {
+                tx_per_s: s["delivered_tx_per_s"].as_f64()?,
+                p50_ms: s["delivered_ms"]["p50"].as_f64()?,
+                p99_ms: s["delivered_ms"]["p99"].as_f64()?,
+            })
+        })
+        .collect();
+    let kind = match report["config"]["orderers_as"].as_str() {
+        Some("processes") => "ordering sweep (processes)",
+        _ => "ordering sweep",
+    };
+    Some((kind.to_owned(), pts?))
+}
+
 /// Reads `inputs` and draws the chart into `out` (SVG).
 pub fn plot(inputs: &[PathBuf], out: &Path, title: &str) -> anyhow::Result<()> {
     let mut by_kind: BTreeMap<String, Vec<Point>> = BTreeMap::new();
@@ -59,6 +82,9 @@ pub fn plot(inputs: &[PathBuf], out: &Path, title: &str) -> anyhow::Result<()> {
                 "plot: {} has no throughput/latency point; skipped",
                 path.display()
             ),
+        }
+        if let Some((kind, pts)) = sweep_points(&report) {
+            by_kind.entry(kind).or_default().extend(pts);
         }
     }
     anyhow::ensure!(
@@ -86,7 +112,7 @@ pub fn plot(inputs: &[PathBuf], out: &Path, title: &str) -> anyhow::Result<()> {
         .y_desc("latency (ms)")
         .draw()
         .map_err(draw_err)?;
-    let colors = [BLUE, RED, GREEN, MAGENTA];
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     for (i, (kind, pts)) in by_kind.iter().enumerate() {
         let color = colors[i % colors.len()];
         for (which, pick, filled) in [
@@ -145,6 +171,19 @@ mod tests {
         assert_eq!(kind, "ordering");
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[1].p99_ms, 90.0);
+        assert!(sweep_points(&ordering).is_none());
+        let swept = serde_json::json!({
+            "kind": "ordering", "config": {"orderers_as": "processes"},
+            "sweep": {"steps": [
+                {"delivered_tx_per_s": 900.0, "delivered_ms": {"p50": 50.0, "p99": 80.0}},
+                {"delivered_tx_per_s": 1800.0, "delivered_ms": {"p50": 60.0, "p99": 95.0}},
+            ]},
+        });
+        let (kind, pts) = sweep_points(&swept).unwrap_or_default();
+        assert_eq!(
+            (kind.as_str(), pts.len()),
+            ("ordering sweep (processes)", 2)
+        );
         let validation = serde_json::json!({"kind": "validation", "tx_per_s": 1.0});
         assert!(points(&validation).is_none());
     }

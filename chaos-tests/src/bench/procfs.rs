@@ -1,5 +1,6 @@
-//! CPU time of this process and of its threads, from `/proc` (Linux). Used to show whether a
-//! run was CPU-bound and which part of the process spent the CPU.
+//! CPU time and storage writes of this process, of its threads and of other processes (node
+//! processes the bench started), from `/proc` (Linux). Used to show whether a run was
+//! CPU-bound, which part spent the CPU, and how much each node wrote to storage.
 
 use std::collections::BTreeMap;
 
@@ -18,9 +19,23 @@ fn stat_cpu(stat: &str) -> Option<(String, f64)> {
     Some((comm, (utime + stime) / TICKS_PER_S))
 }
 
+/// `/proc/<pid>`, or `/proc/self` for `None`.
+fn proc_dir(pid: Option<u32>) -> std::path::PathBuf {
+    match pid {
+        Some(pid) => std::path::PathBuf::from(format!("/proc/{pid}")),
+        None => std::path::PathBuf::from("/proc/self"),
+    }
+}
+
 /// CPU seconds the whole process has used so far (0 if `/proc` is unavailable).
 pub fn process_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
+    cpu_seconds_of(None)
+}
+
+/// CPU seconds process `pid` (`None`: this one) has used so far, all its threads; 0 if its
+/// `/proc` entry is unavailable (e.g. it exited).
+pub fn cpu_seconds_of(pid: Option<u32>) -> f64 {
+    std::fs::read_to_string(proc_dir(pid).join("stat"))
         .ok()
         .and_then(|s| stat_cpu(&s))
         .map_or(0.0, |(_, cpu)| cpu)
@@ -29,7 +44,13 @@ pub fn process_cpu_seconds() -> f64 {
 /// Bytes this process has caused to be written to storage so far (`write_bytes` in
 /// `/proc/self/io`: what reached the block layer, not socket writes); 0 if unavailable.
 pub fn storage_write_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
+    storage_write_bytes_of(None)
+}
+
+/// [`storage_write_bytes`] of process `pid` (`None`: this one); readable for processes of the
+/// same user, so for the node processes the bench started.
+pub fn storage_write_bytes_of(pid: Option<u32>) -> u64 {
+    std::fs::read_to_string(proc_dir(pid).join("io"))
         .ok()
         .and_then(|io| {
             io.lines()

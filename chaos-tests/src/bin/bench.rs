@@ -48,9 +48,14 @@ struct Args {
     /// validation: transactions per block.
     #[arg(long, default_value_t = 500)]
     block_size: usize,
-    /// ordering: envelopes outstanding at once in the full-rate (closed-loop) phase.
-    #[arg(long, default_value_t = 256)]
-    in_flight: usize,
+    /// ordering: envelopes outstanding at once in the full-rate (closed-loop) phase; without
+    /// it a sweep of short steps (64, 128, 256, … in flight) finds the peak and uses that.
+    #[arg(long)]
+    in_flight: Option<usize>,
+    /// ordering: the 3 orderers as processes of their own (`bench node orderer`), as they are
+    /// deployed, instead of in this process.
+    #[arg(long)]
+    processes: bool,
     /// ordering: Broadcast streams per orderer (answers on a stream come in order).
     #[arg(long, default_value_t = 2)]
     streams_per_node: usize,
@@ -122,6 +127,11 @@ fn main() -> anyhow::Result<()> {
                 in_flight: args.in_flight,
                 streams_per_node: args.streams_per_node,
                 body_bytes: args.body_bytes,
+                processes: if args.processes {
+                    Some(std::env::current_exe().context("locating this executable")?)
+                } else {
+                    None
+                },
             },
             raw,
             dir.path(),
