@@ -119,11 +119,18 @@ struct Cost {
     delivered_height: u64,
     /// Blocks the subscriber's orderer cut during the phase (until drained), per reason.
     blocks_cut: orderer::cutter::CutCounts,
+    /// Broadcast signatures verified and the batches they took, every orderer.
+    signatures: (u64, u64),
 }
 
 impl Cost {
     fn storage_per_envelope(&self) -> f64 {
         self.storage_bytes as f64 / self.envelopes.max(1) as f64
+    }
+
+    /// Mean Broadcast signature batch (0 when none was verified).
+    fn signatures_per_batch(&self) -> f64 {
+        self.signatures.0 as f64 / self.signatures.1.max(1) as f64
     }
 
     /// Storage KiB written (all nodes) per KiB of encoded envelope.
@@ -210,6 +217,7 @@ fn drive(
             procfs::cpu_by_thread_name(),
             cluster.last_log_index(),
             cluster.blocks_cut(SUBSCRIBER),
+            cluster.signature_batches(),
         );
         let start = rt.block_on(send_phase(&tracker, &phase, &lanes, envelopes, pace))?;
         let sent_until = Instant::now();
@@ -253,6 +261,13 @@ fn drive(
                 .filter(|a| a.load(Ordering::Relaxed) != 0)
                 .count(),
             envelope_bytes,
+            signatures: {
+                let after = cluster.signature_batches();
+                (
+                    after.0.saturating_sub(before.4 .0),
+                    after.1.saturating_sub(before.4 .1),
+                )
+            },
         };
         anyhow::Ok((phase, start, cost))
     };
@@ -417,8 +432,9 @@ fn report(m: Measured) -> anyhow::Result<Report> {
         format!(
             "{name}: CPU {:.2} of {} cores busy ({}; this process by thread: {}); {} Raft \
              entries ({:.1} envelopes/entry); storage writes {:.1} MiB = {:.1} KiB/envelope \
-             (3 nodes), {:.2} KiB per KiB of envelope ({:.0} bytes encoded); when sending \
-             stopped: block heights {:?}, subscriber at {}",
+             (3 nodes), {:.2} KiB per KiB of envelope ({:.0} bytes encoded); {:.1} Broadcast \
+             signatures per verified batch; when sending stopped: block heights {:?}, \
+             subscriber at {}",
             c.cores_busy,
             raw.cores,
             procs.join(", "),
@@ -429,6 +445,7 @@ fn report(m: Measured) -> anyhow::Result<Report> {
             per_env(c.storage_bytes as f64) / 1024.0,
             c.storage_per_envelope_kib(),
             c.envelope_bytes,
+            c.signatures_per_batch(),
             c.heights,
             c.delivered_height,
         )
@@ -464,6 +481,11 @@ fn report(m: Measured) -> anyhow::Result<Report> {
                 format!("{phase}_storage_kib_per_envelope_kib"),
                 format!("storage KiB written per KiB of envelope, 3 nodes, {label}"),
                 c.storage_per_envelope_kib(),
+            ),
+            (
+                format!("{phase}_signatures_per_batch"),
+                format!("Broadcast signatures per verified batch, {label}"),
+                c.signatures_per_batch(),
             ),
         ]
     };

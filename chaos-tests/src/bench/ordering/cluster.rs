@@ -226,30 +226,66 @@ impl Cluster {
             Nodes::InProcess(_) => self
                 .channel(i)
                 .map_or_else(Default::default, |ch| ch.status.borrow().blocks_cut),
-            Nodes::Processes { cluster, ops } => {
-                let Some(node) = cluster
-                    .nodes
-                    .iter()
-                    .filter(|n| n.kind() == Kind::Orderer)
-                    .nth(i)
-                else {
-                    return Default::default();
-                };
-                let text = ops
-                    .block_on(async {
-                        tokio::time::timeout(
-                            OPS_TIMEOUT,
-                            launcher::http_get(&node.view.ops, "/metrics"),
-                        )
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                    })
-                    .map(|(_, body)| body)
-                    .unwrap_or_default();
-                cuts_from_metrics(&text, CHANNEL)
-            }
+            Nodes::Processes { .. } => cuts_from_metrics(&self.metrics_text(i), CHANNEL),
         }
+    }
+
+    /// Orderer process `i`'s ops `/metrics` text (empty if it does not answer in time).
+    fn metrics_text(&self, i: usize) -> String {
+        let Nodes::Processes { cluster, ops } = &self.nodes else {
+            return String::new();
+        };
+        let Some(node) = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.kind() == Kind::Orderer)
+            .nth(i)
+        else {
+            return String::new();
+        };
+        ops.block_on(async {
+            tokio::time::timeout(OPS_TIMEOUT, launcher::http_get(&node.view.ops, "/metrics"))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        })
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+    }
+
+    /// Broadcast creator signatures verified and the batches they were verified in, summed
+    /// over the orderers (`weft_orderer_broadcast_signatures_verified_total`,
+    /// `weft_orderer_broadcast_signature_batches_total`).
+    pub(in crate::bench) fn signature_batches(&self) -> (u64, u64) {
+        (0..self.len())
+            .map(|i| match &self.nodes {
+                Nodes::InProcess(c) => {
+                    c.orderers()
+                        .nth(i)
+                        .and_then(|n| n.orderer())
+                        .map_or((0, 0), |o| {
+                            let m = &o.registry.metrics;
+                            (
+                                m.broadcast_signatures.get(),
+                                m.broadcast_signature_batches.get(),
+                            )
+                        })
+                }
+                Nodes::Processes { .. } => {
+                    let text = self.metrics_text(i);
+                    let value = |name: &str| -> u64 {
+                        text.lines()
+                            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                            .map_or(0, |v| v as u64)
+                    };
+                    (
+                        value("weft_orderer_broadcast_signatures_verified_total"),
+                        value("weft_orderer_broadcast_signature_batches_total"),
+                    )
+                }
+            })
+            .fold((0, 0), |(s, b), (s2, b2)| (s + s2, b + b2))
     }
 
     /// The highest Raft log index any node has (entries proposed so far, all kinds).
