@@ -9,7 +9,9 @@
 //! - [`ordering`]: a 3-orderer Raft cluster under Broadcast load, with a Deliver subscriber
 //!   measuring broadcast → delivered latency, at full rate and at half that rate;
 //! - [`e2e`]: the dev network's topology, every node a process, SDK clients, committed at
-//!   every peer, with each node's RSS over the run.
+//!   every peer, with each node's RSS over the run;
+//! - [`recovery`]: 3 orderers and a peer with `--blocks` blocks on disk, stopped (cleanly, then
+//!   killed) and started again: time until each is ready, against the 2 s target.
 //!
 //! [`plot`] draws the throughput/latency chart from the JSON reports.
 //!
@@ -24,6 +26,7 @@ pub mod ordering;
 pub mod plot;
 pub mod procfs;
 pub mod raw;
+pub mod recovery;
 pub mod validation;
 
 use std::path::Path;

@@ -5,6 +5,7 @@
 //! cargo run --release -p chaos-tests --bin bench -- validation --out validation.json
 //! cargo run --release -p chaos-tests --bin bench -- ordering --out ordering.json --seconds 5
 //! cargo run --release -p chaos-tests --bin bench -- e2e --out e2e.json --seconds 20
+//! cargo run --release -p chaos-tests --bin bench -- recovery --out recovery.json --blocks 100000
 //! cargo run --release -p chaos-tests --bin bench -- plot --out chart.svg ordering.json e2e.json
 //! ```
 
@@ -25,7 +26,9 @@ struct Args {
     /// What to benchmark: `validation` (one peer's verify → validate → commit path over
     /// pre-built blocks of endorsed transactions), `ordering` (3 in-process orderers under
     /// Broadcast load, Deliver latency at full and half rate) or `e2e` (the dev network's
-    /// topology as processes, SDK clients, committed at every peer, RSS per node). `plot`
+    /// topology as processes, SDK clients, committed at every peer, RSS per node) or
+    /// `recovery` (3 in-process orderers and a peer build `--blocks` blocks, are stopped or
+    /// killed, and restarted: time until each is ready). `plot`
     /// draws a throughput/latency SVG from the JSON reports given as INPUTS.
     kind: Kind,
     /// Where to write the JSON report (the SVG for `plot`).
@@ -62,6 +65,9 @@ struct Args {
     /// ordering: size of each envelope's body, bytes.
     #[arg(long, default_value_t = 1024)]
     body_bytes: usize,
+    /// recovery: chain height to build before the restarts.
+    #[arg(long, default_value_t = 100_000)]
+    blocks: u64,
     /// Directory under which the temporary data directory is created (default: the system
     /// temp dir). The fsync rate is measured there, so put it on the disk you care about.
     #[arg(long)]
@@ -73,6 +79,7 @@ enum Kind {
     Validation,
     Ordering,
     E2e,
+    Recovery,
     Plot,
 }
 
@@ -152,6 +159,16 @@ fn main() -> anyhow::Result<()> {
                 ))
                 .context("e2e benchmark")?
         }
+        Kind::Recovery => bench::recovery::run(
+            &bench::recovery::Options {
+                blocks: args.blocks,
+                streams_per_node: args.streams_per_node.max(8),
+                in_flight_per_stream: 64,
+            },
+            raw,
+            dir.path(),
+        )
+        .context("recovery benchmark")?,
         Kind::Plot => anyhow::bail!("plot is handled before the benchmarks"),
     };
     report.emit(&args.out)
