@@ -427,3 +427,114 @@ fn data_dir_of_another_genesis_block_is_refused_at_open() {
     let err = store.open_with(&other).unwrap_err();
     assert!(matches!(err, ConfigError::GenesisMismatch { .. }), "{err}");
 }
+
+// Pipelined runs (`commit::pipeline`): blocks built ahead, committed as one run.
+
+/// The block after `prev` holding `data`, signed by the orderer, naming `lci` as the chain's
+/// latest config block.
+fn chained(prev: &Block, data: Vec<Vec<u8>>, lci: u64) -> Block {
+    let number = prev.header.as_ref().unwrap().number + 1;
+    let prev_hash = block::header_hash(prev).unwrap();
+    let mut b = block::new_block(number, prev_hash.to_vec(), data, 0);
+    b.metadata.as_mut().unwrap().last_config_index = lci;
+    block::sign_block(&mut b, CHANNEL, &net().orderer);
+    b
+}
+
+/// A `notes` transaction with `rw`, created by Org3's client and endorsed by Org3's peer.
+fn notes_tx(rw: Rw) -> TxBuilder {
+    let mut b = TxBuilder::new(NOTES, rw.set()).endorsed_by(&[&net().org3_peer]);
+    b.creator = &net().org3_client;
+    b
+}
+
+fn run_codes(outcome: crate::commit::RunOutcome) -> Vec<Vec<Code>> {
+    assert!(outcome.leftover.is_empty());
+    outcome
+        .results
+        .into_iter()
+        .map(|r| r.unwrap().codes)
+        .collect()
+}
+
+#[test]
+fn pipelined_run_across_a_config_block_sees_each_blocks_commit_and_matches_one_by_one() {
+    use crate::validate::testkit::v;
+    let (pipelined, serial) = (Store::new(), Store::new());
+    let (p, s) = (pipelined.open().unwrap(), serial.open().unwrap());
+    let genesis = &net().genesis;
+    let config = update(&p.config(), &org1_and_org2_admins(), add_org3_and_notes);
+    let first = notes_tx(Rw::new(NOTES).read("k", None).write("k", b"1"));
+    let b1 = chained(genesis, vec![org3_notes_tx()], 0);
+    let b2 = chained(&b1, vec![config], 2);
+    // Only valid under the config block 2 puts in force.
+    let b3 = chained(&b2, vec![first.build()], 2);
+    let b4 = chained(
+        &b3,
+        vec![
+            // Read "k" as absent, but block 3 wrote it: the MVCC check must see block 3.
+            notes_tx(Rw::new(NOTES).read("k", None).write("k", b"2")).build(),
+            // Block 3's transaction again: its tx id is committed.
+            first.build(),
+            notes_tx(Rw::new(NOTES).read("k", Some(v(3, 0))).write("k", b"3")).build(),
+        ],
+        2,
+    );
+    let b5 = chained(
+        &b4,
+        vec![notes_tx(Rw::new(NOTES).read("k", Some(v(4, 2))).write("k", b"4")).build()],
+        2,
+    );
+    let blocks = vec![b1, b2, b3, b4, b5];
+    let want = vec![
+        vec![Code::BadCreatorSignature],
+        vec![Code::Valid],
+        vec![Code::Valid],
+        vec![Code::MvccReadConflict, Code::DuplicateTxid, Code::Valid],
+        vec![Code::Valid],
+    ];
+    assert_eq!(run_codes(p.process_run(blocks.clone())), want);
+    let one_by_one: Vec<Vec<Code>> = blocks
+        .into_iter()
+        .map(|b| s.process(b).unwrap().codes)
+        .collect();
+    assert_eq!(one_by_one, want);
+    assert_eq!(p.ledger.height(), 6);
+    assert_eq!(p.config().sequence(), 1);
+    for n in 0..6 {
+        assert_eq!(p.ledger.block(n).unwrap(), s.ledger.block(n).unwrap());
+    }
+}
+
+#[test]
+fn pipelined_run_stops_at_a_refused_block_and_hands_back_the_rest() {
+    let store = Store::new();
+    let c = store.open().unwrap();
+    let b1 = chained(&net().genesis, vec![org3_notes_tx()], 0);
+    let mut b2 = chained(&b1, vec![org3_notes_tx()], 0);
+    // Tampered after signing: the data hash no longer matches.
+    b2.data.as_mut().unwrap().data.push(org3_notes_tx());
+    let b3 = chained(&b2, vec![org3_notes_tx()], 0);
+    let outcome = c.process_run(vec![b1, b2, b3.clone()]);
+    assert_eq!(outcome.results.len(), 2);
+    assert!(outcome.results[0].is_ok());
+    assert!(matches!(&outcome.results[1], Err(e) if e.is_refusal()));
+    assert_eq!(outcome.leftover, vec![b3]);
+    assert_eq!(c.ledger.height(), 2, "nothing after the refused block");
+}
+
+#[test]
+fn pipelined_run_skips_a_block_already_committed() {
+    let store = Store::new();
+    let c = store.open().unwrap();
+    let b1 = chained(&net().genesis, vec![org3_notes_tx()], 0);
+    let b2 = chained(&b1, vec![org3_notes_tx()], 0);
+    c.process(b1.clone()).unwrap();
+    let outcome = c.process_run(vec![b1, b2]);
+    assert!(matches!(
+        outcome.results[0],
+        Err(CommitError::AlreadyCommitted { number: 1 })
+    ));
+    assert_eq!(outcome.results[1].as_ref().unwrap().number, 2);
+    assert_eq!(c.ledger.height(), 3);
+}

@@ -2,7 +2,9 @@
 //!
 //! Follows the channel's chain from one orderer at a time, starting at the ledger height, so
 //! a restart or a switch of orderer resumes without gaps or repeats. Every block goes through
-//! [`Committer::process`]; a block that fails verification (bad signature, broken chain) is
+//! [`Committer::process_run`], with the blocks already received behind it (at most
+//! [`RUN_BLOCKS_MAX`] / [`RUN_BYTES_MAX`]), so validating one overlaps committing the one
+//! before; a block that fails verification (bad signature, broken chain) is
 //! refused and the client moves to the next orderer. An orderer that is down, ends the stream
 //! (an orderer that cannot get new blocks ends it with SERVICE_UNAVAILABLE), stops answering
 //! HTTP/2 pings, or sends nothing for [`IDLE_SWITCH`] while we wait is left for the next one. Retries back off
@@ -17,20 +19,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use futures::StreamExt as _;
 use prost::Message as _;
 use shared_proto::dial::Dialer;
 use shared_proto::envelope;
 use shared_proto::msp::SigningIdentity;
+use shared_proto::pb::common::Block;
 use shared_proto::pb::common::HeaderType;
 use shared_proto::pb::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use shared_proto::pb::orderer::deliver_response::Type;
 use shared_proto::pb::orderer::seek_info::SeekBehavior;
+use shared_proto::pb::orderer::DeliverResponse;
 use shared_proto::pb::orderer::SeekInfo;
 use shared_proto::seek;
 
 use crate::commit::CommitError;
 use crate::commit::Committer;
+use crate::commit::RUN_BLOCKS_MAX;
+use crate::commit::RUN_BYTES_MAX;
 
 /// With no block for this long, try another orderer (it may be partitioned or lagging).
 pub const IDLE_SWITCH: Duration = Duration::from_secs(20);
@@ -161,49 +168,71 @@ async fn session(
     };
     let idle = tokio::time::sleep(IDLE_SWITCH);
     tokio::pin!(idle);
+    // A message read while gathering a run that is not a block: handled next turn.
+    let mut stashed: Option<Option<Result<DeliverResponse, tonic::Status>>> = None;
     loop {
-        let next = tokio::select! {
-            () = &mut idle => return SessionEnd::Idle(endpoint.to_owned(), IDLE_SWITCH),
-            changed = config_rx.changed() => {
-                // The committer owns the sender and outlives this session.
-                if changed.is_err() {
-                    return SessionEnd::Ended(endpoint.to_owned());
+        let next = match stashed.take() {
+            Some(next) => next,
+            None => tokio::select! {
+                () = &mut idle => return SessionEnd::Idle(endpoint.to_owned(), IDLE_SWITCH),
+                changed = config_rx.changed() => {
+                    // The committer owns the sender and outlives this session.
+                    if changed.is_err() {
+                        return SessionEnd::Ended(endpoint.to_owned());
+                    }
+                    let listed = config_rx
+                        .borrow_and_update()
+                        .orderer_endpoints()
+                        .iter()
+                        .any(|e| e == endpoint);
+                    if !listed {
+                        return SessionEnd::Removed(endpoint.to_owned());
+                    }
+                    continue;
                 }
-                let listed = config_rx
-                    .borrow_and_update()
-                    .orderer_endpoints()
-                    .iter()
-                    .any(|e| e == endpoint);
-                if !listed {
-                    return SessionEnd::Removed(endpoint.to_owned());
-                }
-                continue;
-            }
-            next = stream.next() => next,
+                next = stream.next() => next,
+            },
         };
         idle.as_mut()
             .reset(tokio::time::Instant::now() + IDLE_SWITCH);
-        let msg = match next {
-            None => return SessionEnd::Ended(endpoint.to_owned()),
-            Some(Err(s)) => return SessionEnd::Rpc(endpoint.to_owned(), s),
-            Some(Ok(m)) => m,
+        let block = match block_of(next, endpoint) {
+            Ok(b) => b,
+            Err(end) => return *end,
         };
-        let block = match msg.r#type {
-            Some(Type::Block(b)) => b,
-            _ => return SessionEnd::Ended(endpoint.to_owned()),
+        // The blocks already received go to the committer as one run, whose stages overlap
+        // (`commit::pipeline`); a run never waits for a block that has not arrived.
+        let mut run = Vec::new();
+        let mut run_bytes = 0;
+        let offer = |block: Block, run: &mut Vec<Block>, run_bytes: &mut usize| {
+            // A block this peer already has (e.g. pushed by gossip meanwhile) is skipped.
+            let number = block.header.as_ref().map_or(0, |h| h.number);
+            committer.saw_block(number);
+            if number >= committer.ledger.height() {
+                *run_bytes += block.encoded_len();
+                run.push(block);
+            }
         };
-        // A block this peer already has (e.g. pushed by gossip meanwhile) is skipped.
-        let number = block.header.as_ref().map_or(0, |h| h.number);
-        committer.saw_block(number);
-        if number < committer.ledger.height() {
+        offer(block, &mut run, &mut run_bytes);
+        while run.len() < RUN_BLOCKS_MAX && run_bytes < RUN_BYTES_MAX {
+            let Some(next) = stream.next().now_or_never() else {
+                break;
+            };
+            match next {
+                Some(Ok(DeliverResponse {
+                    r#type: Some(Type::Block(b)),
+                })) => offer(b, &mut run, &mut run_bytes),
+                other => {
+                    stashed = Some(other);
+                    break;
+                }
+            }
+        }
+        if run.is_empty() {
             continue;
         }
         let c = committer.clone();
-        let result = tokio::task::spawn_blocking(move || c.process(block)).await;
-        match result {
-            Ok(Ok(_)) | Ok(Err(CommitError::AlreadyCommitted { .. })) => {}
-            Ok(Err(e)) if e.is_refusal() => return SessionEnd::Refused(endpoint.to_owned(), e),
-            Ok(Err(e)) => return SessionEnd::Fatal(e),
+        let outcome = match tokio::task::spawn_blocking(move || c.process_run(run)).await {
+            Ok(outcome) => outcome,
             Err(join) => {
                 return SessionEnd::Fatal(CommitError::Ledger(
                     crate::ledger::LedgerError::Corrupt {
@@ -212,7 +241,35 @@ async fn session(
                     },
                 ))
             }
+        };
+        // Blocks after a failure are not committed: the next session asks for them again.
+        for result in outcome.results {
+            match result {
+                Ok(_) | Err(CommitError::AlreadyCommitted { .. }) => {}
+                Err(e) if e.is_refusal() => return SessionEnd::Refused(endpoint.to_owned(), e),
+                Err(e) => return SessionEnd::Fatal(e),
+            }
         }
+        if !outcome.leftover.is_empty() {
+            // Unreachable: only an error ends a run early, and every error but
+            // `AlreadyCommitted` (which does not end it) returned above.
+            return SessionEnd::Ended(endpoint.to_owned());
+        }
+    }
+}
+
+/// The block in a Deliver stream item; otherwise how the session ends.
+fn block_of(
+    next: Option<Result<DeliverResponse, tonic::Status>>,
+    endpoint: &str,
+) -> Result<Block, Box<SessionEnd>> {
+    match next {
+        None => Err(Box::new(SessionEnd::Ended(endpoint.to_owned()))),
+        Some(Err(s)) => Err(Box::new(SessionEnd::Rpc(endpoint.to_owned(), s))),
+        Some(Ok(m)) => match m.r#type {
+            Some(Type::Block(b)) => Ok(b),
+            _ => Err(Box::new(SessionEnd::Ended(endpoint.to_owned()))),
+        },
     }
 }
 

@@ -39,7 +39,6 @@ use crate::channels::Fatal;
 use crate::commit::CommitError;
 use crate::commit::Committer;
 use crate::deliver_client;
-use crate::ledger::LedgerError;
 use crate::metrics::Metrics;
 
 /// Blocks from fellow peers waiting for the commit loop.
@@ -429,39 +428,8 @@ impl ChannelGossip {
                     }
                 }
             }
-            while let Some(next) = buffer.take_next(self.committer.ledger.height()) {
-                let (sender, source, number) = (next.sender, next.source, next.number());
-                if shared.is_banned(&sender) {
-                    shared.metrics.gossip_drop("banned_sender_buffered");
-                    continue;
-                }
-                let committer = self.committer.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || committer.process(next.block)).await;
-                match result {
-                    Ok(Ok(_)) => shared.metrics.gossip_received(source.as_str()),
-                    Ok(Err(CommitError::AlreadyCommitted { .. })) => {}
-                    Ok(Err(e)) if e.is_refusal() => {
-                        self.metrics().blocks_refused.inc();
-                        tracing::warn!(channel = %self.id(), number, error = %e, "refused a gossiped block");
-                        shared.strike(&sender);
-                        if shared.is_banned(&sender) {
-                            // Whatever else it sent waits for nothing (and holds the numbers
-                            // honest blocks need).
-                            for _ in 0..buffer.remove_sender(&sender) {
-                                shared.metrics.gossip_drop("banned_sender_buffered");
-                            }
-                        }
-                        self.pull_wake.notify_one();
-                    }
-                    Ok(Err(e)) => return e,
-                    Err(join) => {
-                        return CommitError::Ledger(LedgerError::Corrupt {
-                            what: "commit task".into(),
-                            reason: join.to_string(),
-                        })
-                    }
-                }
+            if let Err(e) = self.commit_buffered(shared, &mut buffer).await {
+                return e;
             }
             if !buffer.is_empty() {
                 self.pull_wake.notify_one();

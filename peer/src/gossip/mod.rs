@@ -20,6 +20,7 @@
 pub mod alive;
 mod channel;
 mod claims;
+mod commit_run;
 pub mod election;
 pub mod membership;
 pub mod reorder;

@@ -6,8 +6,10 @@
 //!
 //! # Two phases
 //!
-//! **Phase 1, per transaction, in parallel** (rayon; `tx.rs`) — each check depends only on the
-//! transaction, the channel and committed state, so the order of work cannot change a result.
+//! **Phase 1, per transaction, in parallel** (rayon; `tx.rs`; [`prevalidate`]) — each check
+//! depends only on the transaction and the channel, never on state, so the order of work
+//! cannot change a result and the committer runs it for block N+1 while block N commits
+//! (`commit::pipeline`).
 //! Signatures (each transaction's creator and endorsements) are verified across the block in
 //! ed25519 batches of about [`batch::BATCH_SIGNATURES`], split at transaction boundaries
 //! (`batch.rs`); a transaction in a failed batch is re-checked on its own.
@@ -43,7 +45,8 @@
 //! (`Domain::Endorsement`) does not verify, are dropped; the remaining endorsers, deduplicated by
 //! certificate (first wins), are evaluated against the policy.
 //!
-//! **Phase 2, in block order** (`mvcc.rs`):
+//! **Phase 2, in block order** (`mvcc.rs`; [`validate_in_order`]), against state as every
+//! earlier block left it:
 //!
 //! | check | code |
 //! |---|---|
@@ -134,6 +137,20 @@ pub fn validate_block(
     block: &Block,
     now_unix: i64,
 ) -> Result<ValidatedBlock, LedgerError> {
+    validate_in_order(state, prevalidate(channel, block, now_unix))
+}
+
+/// A block through phase 1: every check that depends only on the transaction and the channel
+/// (decode, signatures, endorsement policy). Reads no state.
+#[derive(Debug)]
+pub struct Prevalidated {
+    block_num: u64,
+    checked: Vec<tx::CheckedTx>,
+}
+
+/// Phase 1 of [`validate_block`]. Reads no state, so it may run while the previous block is
+/// still being committed; it must run under the config in force for `block`.
+pub fn prevalidate(channel: &Channel, block: &Block, now_unix: i64) -> Prevalidated {
     let block_num = block.header.as_ref().map_or(0, |h| h.number);
     let envelopes = shared_proto::block::tx_envelopes(block);
     let prepared: Vec<tx::Prepared> = envelopes
@@ -144,7 +161,16 @@ pub fn validate_block(
     let checked = prepared
         .into_par_iter()
         .zip(batch_ok)
-        .map(|(p, ok)| tx::finish_tx(channel, state, p, ok, now_unix))
-        .collect::<Result<Vec<_>, _>>()?;
-    mvcc::validate_in_order(state, block_num, checked)
+        .map(|(p, ok)| tx::finish_tx(channel, p, ok, now_unix))
+        .collect();
+    Prevalidated { block_num, checked }
+}
+
+/// Phase 2 of [`validate_block`] (duplicate tx ids, MVCC), against `state` as every earlier
+/// block left it. `Err` only when `state` fails.
+pub fn validate_in_order(
+    state: &dyn StateReader,
+    prevalidated: Prevalidated,
+) -> Result<ValidatedBlock, LedgerError> {
+    mvcc::validate_in_order(state, prevalidated.block_num, prevalidated.checked)
 }

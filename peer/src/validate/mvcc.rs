@@ -90,8 +90,10 @@ pub(super) fn validate_in_order(
     for (index, tx) in checked.into_iter().enumerate() {
         let duplicate = match &tx.tx_id {
             Some(id) => {
+                // Looked up here, not in phase 1: phase 1 of this block may run while the
+                // previous block is committing (`commit::pipeline`).
                 let first_in_block = seen.insert(id.clone());
-                tx.committed || !first_in_block
+                !first_in_block || state.has_tx(id)?
             }
             None => false,
         };

@@ -44,16 +44,12 @@ use shared_proto::signing::Domain;
 use super::MAX_ENDORSEMENTS;
 use super::MAX_RWSET_ITEMS;
 use crate::ledger::check_key;
-use crate::ledger::LedgerError;
-use crate::ledger::StateReader;
 
 /// Phase 1's verdict on one transaction.
 #[derive(Debug)]
 pub(super) struct CheckedTx {
     /// The tx id, when the envelope verified and carries one.
     pub(super) tx_id: Option<String>,
-    /// Whether the tx id is already in the ledger.
-    pub(super) committed: bool,
     /// The read/write set to check in order, or the code the transaction failed with.
     pub(super) outcome: Result<TxReadWriteSet, Code>,
 }
@@ -62,7 +58,6 @@ impl CheckedTx {
     fn refused(code: Code) -> Self {
         CheckedTx {
             tx_id: None,
-            committed: false,
             outcome: Err(code),
         }
     }
@@ -147,16 +142,16 @@ pub(super) fn prepare_tx(channel: &Channel, bytes: &[u8], now_unix: i64) -> Prep
 /// Finishes phase 1 once the block's signature batch is known: `batch_ok` means every
 /// signature of [`Prepared::batch_items`] verified (in a batch with other transactions'). When
 /// the batch failed, this transaction's signatures are checked on their own to find the bad
-/// ones. `Err` only when `state` fails.
+/// ones. Reads no state: whether the tx id is already committed is looked up in the in-order
+/// phase, so this can run while the previous block is still being committed.
 pub(super) fn finish_tx(
     channel: &Channel,
-    state: &dyn StateReader,
     prepared: Prepared,
     batch_ok: bool,
     now_unix: i64,
-) -> Result<CheckedTx, LedgerError> {
+) -> CheckedTx {
     let (envelope, outcome) = match prepared {
-        Prepared::Refused(code) => return Ok(CheckedTx::refused(code)),
+        Prepared::Refused(code) => return CheckedTx::refused(code),
         // A forged envelope reads BAD_CREATOR_SIGNATURE whatever else is wrong with it, and its
         // tx id is never trusted.
         Prepared::Failed {
@@ -165,7 +160,7 @@ pub(super) fn finish_tx(
             code,
         } => {
             if code == Code::BadCreatorSignature || creator.verify().is_err() {
-                return Ok(CheckedTx::refused(Code::BadCreatorSignature));
+                return CheckedTx::refused(Code::BadCreatorSignature);
             }
             (envelope, Err(code))
         }
@@ -177,7 +172,7 @@ pub(super) fn finish_tx(
             let signers = if batch_ok {
                 if creator.key.is_weak() {
                     // Not in the batch: verify_strict refuses it.
-                    return Ok(CheckedTx::refused(Code::BadCreatorSignature));
+                    return CheckedTx::refused(Code::BadCreatorSignature);
                 }
                 distinct_signers(endorsed.candidates)
             } else {
@@ -190,7 +185,7 @@ pub(super) fn finish_tx(
                     now_unix,
                 ) {
                     Ok(signers) => signers,
-                    Err(code) => return Ok(CheckedTx::refused(code)),
+                    Err(code) => return CheckedTx::refused(code),
                 }
             };
             let outcome = match channel.evaluate_endorsement(&endorsed.chaincode, &signers) {
@@ -201,16 +196,10 @@ pub(super) fn finish_tx(
             (envelope, outcome)
         }
     };
-    let tx_id = Some(envelope.tx_id).filter(|id| !id.is_empty());
-    let committed = match &tx_id {
-        Some(id) => state.has_tx(id)?,
-        None => false,
-    };
-    Ok(CheckedTx {
-        tx_id,
-        committed,
+    CheckedTx {
+        tx_id: Some(envelope.tx_id).filter(|id| !id.is_empty()),
         outcome,
-    })
+    }
 }
 
 /// The validation code for an envelope [`verify_envelope`] refused.

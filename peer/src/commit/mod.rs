@@ -9,6 +9,7 @@
 //! config in force before it.
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use shared_proto::block;
@@ -27,6 +28,12 @@ use crate::ledger::LedgerError;
 use crate::metrics::Metrics;
 use crate::validate;
 use crate::validate::ValidatedBlock;
+
+mod pipeline;
+
+pub use pipeline::RunOutcome;
+pub use pipeline::RUN_BLOCKS_MAX;
+pub use pipeline::RUN_BYTES_MAX;
 
 /// Why a block was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -188,21 +195,43 @@ impl Committer {
     }
 
     /// As [`Committer::process`], with certificate validity checked at `now_unix` (tests).
-    pub fn process_at(&self, mut block: Block, now_unix: i64) -> Result<Committed, CommitError> {
+    pub fn process_at(&self, block: Block, now_unix: i64) -> Result<Committed, CommitError> {
         // Poisoning only means another commit panicked; the ledger batch is atomic either way.
         let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let expected = self.expected_from_ledger(&block)?;
+        let staged = self.stage(block, expected, now_unix)?;
+        self.finish(staged)
+    }
+
+    /// What the next block must link to, from the ledger; `AlreadyCommitted` for a block the
+    /// ledger holds. Call under the commit lock.
+    fn expected_from_ledger(&self, block: &Block) -> Result<Expected, CommitError> {
         let number = block.header.as_ref().map_or(0, |h| h.number);
         if number < self.ledger.height() {
             return Err(CommitError::AlreadyCommitted { number });
         }
-        let expected = Expected {
+        Ok(Expected {
             number: self.ledger.height(),
             previous_hash: self.ledger.last_block_hash()?,
-        };
+        })
+    }
+
+    /// The state-free stage: verifies `block` as the block after `expected` under the config
+    /// in force, and runs validation phase 1 on a transaction block. A config block's
+    /// validation reads state and changes the config: it waits for [`Committer::finish`].
+    fn stage(
+        &self,
+        block: Block,
+        expected: Expected,
+        now_unix: i64,
+    ) -> Result<Staged, CommitError> {
+        let number = block.header.as_ref().map_or(0, |h| h.number);
+        if number < expected.number {
+            return Err(CommitError::AlreadyCommitted { number });
+        }
         let current = self.config.current();
         block::verify_block(&current, &block, expected, now_unix)?;
-        let config_envelope = channel_config::config_envelope(&block);
-        let is_config_block = config_envelope.is_some();
+        let is_config_block = channel_config::config_envelope(&block).is_some();
         let want = self
             .config
             .expected_last_config_index(number, is_config_block);
@@ -215,9 +244,37 @@ impl Committer {
             });
         }
         let started = Instant::now();
-        let (validated, next) = match config_envelope {
+        let phase1 = (!is_config_block).then(|| validate::prevalidate(&current, &block, now_unix));
+        Ok(Staged {
+            header_hash: block::header_hash(&block)?,
+            block,
+            number,
+            config: current,
+            phase1,
+            phase1_time: started.elapsed(),
+        })
+    }
+
+    /// The in-order stage: duplicate tx ids and MVCC against state as every earlier block left
+    /// it (a config block: its config update), then the atomic ledger commit and, for a valid
+    /// config block, the config switch. Call under the commit lock, after the previous block's
+    /// `finish` returned.
+    fn finish(&self, staged: Staged) -> Result<Committed, CommitError> {
+        let Staged {
+            mut block,
+            number,
+            config: current,
+            phase1,
+            phase1_time,
+            ..
+        } = staged;
+        let started = Instant::now();
+        let is_config_block = phase1.is_none();
+        let (validated, next) = match phase1 {
+            Some(phase1) => (validate::validate_in_order(&self.ledger, phase1)?, None),
             // Config blocks are judged at ANY_TIME whatever `now_unix` (see channel_config).
-            Some(envelope) => {
+            None => {
+                let envelope = channel_config::config_envelope(&block).unwrap_or_default();
                 let verdict =
                     channel_config::validate_config_block(&current, &self.ledger, envelope)?;
                 let validated = ValidatedBlock {
@@ -227,10 +284,6 @@ impl Committer {
                 };
                 (validated, verdict.next)
             }
-            None => (
-                validate::validate_block(&current, &self.ledger, &block, now_unix)?,
-                None,
-            ),
         };
         let validated_at = Instant::now();
         let code_bytes: Vec<u8> = validated.codes.iter().map(|c| *c as u8).collect();
@@ -242,14 +295,28 @@ impl Committer {
         self.config.committed(number, is_config_block, next);
         self.metrics.observe_block(
             &validated.codes,
-            validated_at - started,
+            phase1_time + (validated_at - started),
             validated_at.elapsed(),
         );
         Ok(Committed {
-            number: expected.number,
+            number,
             codes: validated.codes,
         })
     }
+}
+
+/// A block verified and through validation phase 1, waiting for its in-order stage.
+#[derive(Debug)]
+struct Staged {
+    block: Block,
+    number: u64,
+    /// What the block after it must name as its previous hash.
+    header_hash: [u8; 32],
+    /// The config it was verified under (the one in force for it).
+    config: Arc<Channel>,
+    /// `None` for a config block (validated whole in the in-order stage).
+    phase1: Option<validate::Prevalidated>,
+    phase1_time: Duration,
 }
 
 /// The tx id in an encoded envelope's channel header, if any.
