@@ -40,6 +40,50 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Submit → committed (at the first endorser) of each VALID transfer.
     pub latencies: Vec<Duration>,
+    /// The same transfers split where the SDK sees them move on: proposal → endorsements back
+    /// and the envelope signed (every endorsement round), Broadcast → orderer ack, ack → the
+    /// first endorser answered the commit-status wait.
+    pub stages: Stages,
+    /// Each peer's `/metrics` text when the timed phase started (after minting), so a caller
+    /// can diff the peers' histograms over the timed phase alone.
+    pub peer_metrics_at_start: Vec<(String, String)>,
+}
+
+/// Per-stage durations of each VALID transfer, as the client saw them.
+#[derive(Debug, Default)]
+pub struct Stages {
+    pub endorse: Vec<Duration>,
+    pub order: Vec<Duration>,
+    pub ack_to_commit: Vec<Duration>,
+}
+
+/// When the SDK last said a transaction went to the orderers and when it was acknowledged.
+#[derive(Default)]
+struct Stamps {
+    ordering: std::sync::Mutex<Option<Instant>>,
+    acked: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Stamps {
+    fn set(slot: &std::sync::Mutex<Option<Instant>>) {
+        if let Ok(mut s) = slot.lock() {
+            *s = Some(Instant::now());
+        }
+    }
+
+    fn get(slot: &std::sync::Mutex<Option<Instant>>) -> Option<Instant> {
+        slot.lock().ok().and_then(|s| *s)
+    }
+}
+
+impl peer::sdk::Observe for Stamps {
+    fn ordering(&self, _tx_id: &str) {
+        Stamps::set(&self.ordering);
+    }
+
+    fn acked(&self, _tx_id: &str, _orderer: &str) {
+        Stamps::set(&self.acked);
+    }
 }
 
 /// Mints `clients × 4` accounts, then runs transfers for `o.seconds`.
@@ -70,6 +114,12 @@ pub async fn run(g: &Generated, nodes: &[NodeView], o: &Options) -> anyhow::Resu
         m.await?.context("minting")?;
     }
     let committed = Arc::new(AtomicU64::new(0));
+    let mut peer_metrics_at_start = Vec::new();
+    for v in nodes.iter().filter(|v| v.kind == Kind::Peer) {
+        if let Ok((200, text)) = launcher::http_get(&v.ops, "/metrics").await {
+            peer_metrics_at_start.push((v.name.clone(), text));
+        }
+    }
     let start = Instant::now();
     let end = start + Duration::from_secs(o.seconds);
     let interval = (o.rate > 0).then(|| Duration::from_secs_f64(clients as f64 / o.rate as f64));
@@ -89,11 +139,29 @@ pub async fn run(g: &Generated, nodes: &[NodeView], o: &Options) -> anyhow::Resu
                     continue;
                 }
                 let args = [from.into_bytes(), to.into_bytes(), b"1".to_vec()];
-                match gw.submit("token", "transfer", &args).await {
+                let stamps = Stamps::default();
+                match gw
+                    .submit_observed("token", "transfer", &args, &stamps)
+                    .await
+                {
                     Ok(s) if s.code == TxValidationCode::Valid => {
+                        let done = Instant::now();
                         r.committed += 1;
                         committed.fetch_add(1, Ordering::Relaxed);
-                        r.latencies.push(t0.elapsed());
+                        r.latencies.push(done - t0);
+                        if let (Some(ordering), Some(acked)) =
+                            (Stamps::get(&stamps.ordering), Stamps::get(&stamps.acked))
+                        {
+                            r.stages
+                                .endorse
+                                .push(ordering.saturating_duration_since(t0));
+                            r.stages
+                                .order
+                                .push(acked.saturating_duration_since(ordering));
+                            r.stages
+                                .ack_to_commit
+                                .push(done.saturating_duration_since(acked));
+                        }
                     }
                     Ok(_) => r.invalid += 1,
                     Err(_) => r.failed += 1,
@@ -110,6 +178,7 @@ pub async fn run(g: &Generated, nodes: &[NodeView], o: &Options) -> anyhow::Resu
     }
     let mut outcome = Outcome {
         started: Some(start),
+        peer_metrics_at_start,
         ..Outcome::default()
     };
     for t in tasks {
@@ -118,6 +187,9 @@ pub async fn run(g: &Generated, nodes: &[NodeView], o: &Options) -> anyhow::Resu
         outcome.invalid += r.invalid;
         outcome.failed += r.failed;
         outcome.latencies.extend(r.latencies);
+        outcome.stages.endorse.extend(r.stages.endorse);
+        outcome.stages.order.extend(r.stages.order);
+        outcome.stages.ack_to_commit.extend(r.stages.ack_to_commit);
     }
     outcome.elapsed = start.elapsed();
     Ok(outcome)

@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use serde_json::json;
 use shared_proto::material;
 
+use super::e2e_stages;
 use super::Percentiles;
 use super::RawLimits;
 use super::Report;
@@ -83,6 +84,12 @@ pub async fn run(o: &Options, raw: RawLimits, dir: &Path, exe: &Path) -> anyhow:
     )
     .await?;
     let (all_at_tip, statuses) = workload::converge(&nodes, Duration::from_secs(60)).await;
+    let mut peer_metrics_at_end = Vec::new();
+    for v in nodes.iter().filter(|v| v.kind == Kind::Peer) {
+        if let Ok((200, text)) = launcher::http_get(&v.ops, "/metrics").await {
+            peer_metrics_at_end.push((v.name.clone(), text));
+        }
+    }
     let _ = stop_tx.send(true);
     let samples = sampler.await.context("RSS sampler")?;
     let peak: Vec<(String, f64)> = pids
@@ -140,6 +147,20 @@ pub async fn run(o: &Options, raw: RawLimits, dir: &Path, exe: &Path) -> anyhow:
             json!({"after_10pct": first, "end": last, "growth": last - first}),
         );
     }
+    let total = Percentiles::of(&outcome.latencies);
+    let peer_histos =
+        e2e_stages::peer_histograms(&outcome.peer_metrics_at_start, &peer_metrics_at_end);
+    let (breakdown, breakdown_note) = e2e_stages::breakdown(
+        &outcome.stages,
+        &total,
+        &peer_histos,
+        &nodes
+            .iter()
+            .find(|v| v.kind == Kind::Peer)
+            .map(|v| v.name.clone())
+            .unwrap_or_default(),
+    );
+    notes.push(breakdown_note);
     notes.push(format!(
         "RSS sampled every {} s on {} nodes; see rss_mib_samples",
         sample_every.as_secs(),
@@ -149,9 +170,25 @@ pub async fn run(o: &Options, raw: RawLimits, dir: &Path, exe: &Path) -> anyhow:
         kind: "e2e",
         tx_per_s,
         tx_per_s_label: "tx/s committed at every peer".into(),
-        latency_ms: Percentiles::of(&outcome.latencies),
+        latency_ms: total,
         latency_label: "submit → commit (first endorser)".into(),
-        extra_latencies: Vec::new(),
+        extra_latencies: vec![
+            (
+                "endorse_latency_ms".into(),
+                "endorse (proposal → envelope signed)".into(),
+                Percentiles::of(&outcome.stages.endorse),
+            ),
+            (
+                "order_latency_ms".into(),
+                "order (Broadcast → ack)".into(),
+                Percentiles::of(&outcome.stages.order),
+            ),
+            (
+                "ack_to_commit_latency_ms".into(),
+                "ack → commit status".into(),
+                Percentiles::of(&outcome.stages.ack_to_commit),
+            ),
+        ],
         raw,
         bound_tx_per_s: bound,
         bound_formula: format!(
@@ -182,6 +219,7 @@ pub async fn run(o: &Options, raw: RawLimits, dir: &Path, exe: &Path) -> anyhow:
                     .into(),
             ),
             ("rss_flatness_mib".into(), growth.into()),
+            ("latency_breakdown".into(), breakdown),
         ],
         config: json!({
             "orderers": topo.orderers,

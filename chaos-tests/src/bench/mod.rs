@@ -21,6 +21,7 @@
 //! refused envelope), since that would measure failures.
 
 pub mod e2e;
+mod e2e_stages;
 mod load;
 pub mod ordering;
 pub mod plot;
