@@ -59,6 +59,17 @@ pub fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The bench clients' runtime: one worker per core, threads named `bench-client` (so the
+/// per-thread CPU notes tell clients from nodes).
+pub fn client_runtime(cores: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .thread_name("bench-client")
+        .build()
+        .context("client runtime")
+}
+
 /// Logical cores available to this process.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

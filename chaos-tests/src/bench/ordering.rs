@@ -157,12 +157,7 @@ pub fn run(opts: &Options, raw: RawLimits, dir: &std::path::Path) -> anyhow::Res
         Some(exe) => Cluster::start_processes(dir, exe, &batch())?,
         None => Cluster::start_in_process(dir, batch())?,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(raw.cores)
-        .enable_all()
-        .thread_name("bench-client")
-        .build()
-        .context("client runtime")?;
+    let rt = super::client_runtime(raw.cores)?;
     let result = drive(&mut cluster, &rt, opts, raw);
     rt.shutdown_timeout(Duration::from_secs(2));
     cluster.stop();

@@ -149,12 +149,7 @@ pub fn run(opts: &Options, raw: RawLimits, dir: &Path) -> anyhow::Result<Report>
     for node in &mut cluster.nodes {
         node.start()?;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(raw.cores)
-        .enable_all()
-        .thread_name("bench-client")
-        .build()
-        .context("client runtime")?;
+    let rt = super::client_runtime(raw.cores)?;
     let built = build(&cluster, &rt, &client, &tls, opts);
     rt.shutdown_timeout(Duration::from_secs(2));
     let build_secs = built?;

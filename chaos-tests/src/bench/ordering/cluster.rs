@@ -152,26 +152,33 @@ impl Cluster {
         }
     }
 
-    /// `/status` of orderer process `i` (`Value::Null` if it does not answer in time).
-    fn status(&self, i: usize) -> serde_json::Value {
+    /// Asks orderer process `i`'s ops endpoint (its address) within [`OPS_TIMEOUT`]; `None`
+    /// in process mode, for no such node, or without an answer in time.
+    fn ask_ops<T, F>(&self, i: usize, ask: impl FnOnce(String) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = anyhow::Result<T>>,
+    {
         let Nodes::Processes { cluster, ops } = &self.nodes else {
-            return serde_json::Value::Null;
+            return None;
         };
-        let Some(node) = cluster
+        let node = cluster
             .nodes
             .iter()
             .filter(|n| n.kind() == Kind::Orderer)
-            .nth(i)
-        else {
-            return serde_json::Value::Null;
-        };
+            .nth(i)?;
+        let call = ask(node.view.ops.clone());
         ops.block_on(async {
-            tokio::time::timeout(OPS_TIMEOUT, launcher::status(&node.view.ops))
+            tokio::time::timeout(OPS_TIMEOUT, call)
                 .await
                 .ok()
                 .and_then(Result::ok)
         })
-        .unwrap_or_default()
+    }
+
+    /// `/status` of orderer process `i` (`Value::Null` if it does not answer in time).
+    fn status(&self, i: usize) -> serde_json::Value {
+        self.ask_ops(i, |addr| async move { launcher::status(&addr).await })
+            .unwrap_or_default()
     }
 
     /// Waits until the running orderers agree on a leader of the channel; its Raft id.
@@ -232,22 +239,8 @@ impl Cluster {
 
     /// Orderer process `i`'s ops `/metrics` text (empty if it does not answer in time).
     fn metrics_text(&self, i: usize) -> String {
-        let Nodes::Processes { cluster, ops } = &self.nodes else {
-            return String::new();
-        };
-        let Some(node) = cluster
-            .nodes
-            .iter()
-            .filter(|n| n.kind() == Kind::Orderer)
-            .nth(i)
-        else {
-            return String::new();
-        };
-        ops.block_on(async {
-            tokio::time::timeout(OPS_TIMEOUT, launcher::http_get(&node.view.ops, "/metrics"))
-                .await
-                .ok()
-                .and_then(Result::ok)
+        self.ask_ops(i, |addr| async move {
+            launcher::http_get(&addr, "/metrics").await
         })
         .map(|(_, body)| body)
         .unwrap_or_default()
