@@ -61,23 +61,25 @@ fn batchable(pending: &PendingSignature) -> bool {
     }
 }
 
+/// `message` signed by the key whose secret is 32 bytes of `seed`, named "signer {seed}": a
+/// valid signature for tests of the verifiers (this crate's and the orderer's).
+#[doc(hidden)]
+pub fn signed_with_seed(seed: u8, message: &[u8]) -> PendingSignature {
+    use ed25519_dalek::Signer as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    PendingSignature::new(
+        key.verifying_key(),
+        message.to_vec(),
+        key.sign(message),
+        format!("signer {seed}"),
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use ed25519_dalek::Signer as _;
-    use ed25519_dalek::SigningKey;
-
+    use super::signed_with_seed as signed;
     use super::*;
-
-    fn signed(seed: u8, message: &[u8]) -> PendingSignature {
-        let key = SigningKey::from_bytes(&[seed; 32]);
-        PendingSignature::new(
-            key.verifying_key(),
-            message.to_vec(),
-            key.sign(message),
-            format!("signer {seed}"),
-        )
-    }
 
     #[test]
     fn a_batch_of_good_signatures_all_verify() {

@@ -17,6 +17,10 @@
 //!    by a 1 s pause so the dropped runtimes release the storage (a process that dies releases
 //!    it at once); the pause is not counted.
 //!
+//! `--rounds N` repeats steps 2 and 3 N times on the same chain (the first restart after the
+//! build replays what the build left in the journals; later ones show the steady state); the
+//! figures are the slowest of all rounds.
+//!
 //! Per node and restart: `start_ms` (until `Node::start` returned: storage opened, Raft and
 //! servers started) and `ready_ms` (until its ops `/readyz` answers 200 and it holds every
 //! block it held before; an orderer's readiness needs a Raft leader, so it includes an
@@ -73,6 +77,8 @@ pub struct Options {
     pub streams_per_node: usize,
     /// Envelopes outstanding per stream.
     pub in_flight_per_stream: usize,
+    /// Restart rounds (each a clean stop then a kill); the slowest of each kind is reported.
+    pub rounds: usize,
 }
 
 /// A block per envelope: the fastest way to many blocks through real ordering.
@@ -89,6 +95,7 @@ fn batch() -> BatchSpec {
 /// One node's restart.
 #[derive(Debug, Clone)]
 struct Restart {
+    round: usize,
     name: String,
     kind: Kind,
     start_ms: f64,
@@ -100,6 +107,7 @@ struct Restart {
 impl Restart {
     fn json(&self) -> Value {
         json!({
+            "round": self.round,
             "node": self.name,
             "kind": format!("{:?}", self.kind).to_lowercase(),
             "start_ms": round1(self.start_ms),
@@ -114,6 +122,7 @@ impl Restart {
 pub fn run(opts: &Options, raw: RawLimits, dir: &Path) -> anyhow::Result<Report> {
     anyhow::ensure!(opts.blocks >= 2, "--blocks must be at least 2");
     anyhow::ensure!(opts.streams_per_node > 0 && opts.in_flight_per_stream > 0);
+    anyhow::ensure!(opts.rounds > 0, "--rounds must be at least 1");
     let mut spec = super::sample_spec()?;
     for o in spec.orderer_orgs.iter_mut().flat_map(|o| &mut o.orderers) {
         o.host = "127.0.0.1".into();
@@ -156,16 +165,21 @@ pub fn run(opts: &Options, raw: RawLimits, dir: &Path) -> anyhow::Result<Report>
     let blocks_before: Vec<u64> = cluster.nodes.iter().map(height).collect();
     eprintln!("recovery: built {blocks_before:?} blocks in {build_secs:.1} s; clean stop");
 
-    cluster.stop_all();
-    let clean = restart_all(&mut cluster, &blocks_before)?;
-    print_restart("clean stop", &clean);
-    eprintln!("recovery: killing every node");
-    for node in cluster.nodes.iter_mut().rev() {
-        node.kill();
+    let (mut clean, mut killed) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        cluster.stop_all();
+        let restarted = restart_all(&mut cluster, &blocks_before, round)?;
+        print_restart("clean stop", &restarted);
+        clean.extend(restarted);
+        eprintln!("recovery: round {round}: killing every node");
+        for node in cluster.nodes.iter_mut().rev() {
+            node.kill();
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let restarted = restart_all(&mut cluster, &blocks_before, round)?;
+        print_restart("kill", &restarted);
+        killed.extend(restarted);
     }
-    std::thread::sleep(Duration::from_secs(1));
-    let killed = restart_all(&mut cluster, &blocks_before)?;
-    print_restart("kill", &killed);
     cluster.stop_all();
     Ok(report(opts, raw, build_secs, &clean, &killed))
 }
@@ -353,13 +367,14 @@ fn bytes_under(dir: &Path) -> u64 {
 fn restart_all(
     cluster: &mut inprocess::Cluster,
     blocks_before: &[u64],
+    round: usize,
 ) -> anyhow::Result<Vec<Restart>> {
     let results: Vec<anyhow::Result<Restart>> = std::thread::scope(|s| {
         let handles: Vec<_> = cluster
             .nodes
             .iter_mut()
             .zip(blocks_before)
-            .map(|(node, &before)| s.spawn(move || restart_one(node, before)))
+            .map(|(node, &before)| s.spawn(move || restart_one(node, before, round)))
             .collect();
         handles
             .into_iter()
@@ -372,7 +387,11 @@ fn restart_all(
     results.into_iter().collect()
 }
 
-fn restart_one(node: &mut inprocess::InProcessNode, before: u64) -> anyhow::Result<Restart> {
+fn restart_one(
+    node: &mut inprocess::InProcessNode,
+    before: u64,
+    round: usize,
+) -> anyhow::Result<Restart> {
     let bytes = bytes_under(node.data_dir());
     let t0 = Instant::now();
     node.start()?;
@@ -382,6 +401,7 @@ fn restart_one(node: &mut inprocess::InProcessNode, before: u64) -> anyhow::Resu
         let held = height(node);
         if held >= before && shared_proto::process::probe_ops(&ops, true).is_ok() {
             return Ok(Restart {
+                round,
                 name: node.name().to_owned(),
                 kind: node.kind(),
                 start_ms,
@@ -403,7 +423,8 @@ fn restart_one(node: &mut inprocess::InProcessNode, before: u64) -> anyhow::Resu
 fn print_restart(what: &str, restarts: &[Restart]) {
     for r in restarts {
         eprintln!(
-            "recovery: after {what}: {:<14} start {:>8.1} ms, ready {:>8.1} ms, {} blocks, {:.1} MiB",
+            "recovery: round {} after {what}: {:<14} start {:>8.1} ms, ready {:>8.1} ms, {} blocks, {:.1} MiB",
+            r.round,
             r.name,
             r.start_ms,
             r.ready_ms,
@@ -476,7 +497,7 @@ fn report(
             worst / TARGET_READY_MS,
         ),
     ];
-    for r in clean {
+    for r in clean.iter().filter(|r| r.round == 0) {
         let key = r.name.replace('/', "_").to_lowercase();
         extra.push((
             format!("{key}_blocks"),
@@ -533,6 +554,7 @@ fn report(
         ],
         config: json!({
             "blocks": opts.blocks,
+            "rounds": opts.rounds,
             "orderers": 3,
             "peers": 1,
             "batch": { "message_count_max": batch().message_count_max },

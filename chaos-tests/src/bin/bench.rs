@@ -68,6 +68,9 @@ struct Args {
     /// recovery: chain height to build before the restarts.
     #[arg(long, default_value_t = 100_000)]
     blocks: u64,
+    /// recovery: restart rounds (each a clean stop, then a kill); the slowest is reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Directory under which the temporary data directory is created (default: the system
     /// temp dir). The fsync rate is measured there, so put it on the disk you care about.
     #[arg(long)]
@@ -164,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                 blocks: args.blocks,
                 streams_per_node: args.streams_per_node.max(8),
                 in_flight_per_stream: 64,
+                rounds: args.rounds,
             },
             raw,
             dir.path(),

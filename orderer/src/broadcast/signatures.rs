@@ -129,20 +129,9 @@ async fn collect(mut jobs: mpsc::Receiver<Job>, slots: Arc<Semaphore>, counts: C
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use ed25519_dalek::Signer as _;
-    use ed25519_dalek::SigningKey;
+    use shared_proto::signature_batch::signed_with_seed as signed;
 
     use super::*;
-
-    fn signed(seed: u8, message: &[u8]) -> PendingSignature {
-        let key = SigningKey::from_bytes(&[seed; 32]);
-        PendingSignature::new(
-            key.verifying_key(),
-            message.to_vec(),
-            key.sign(message),
-            format!("signer {seed}"),
-        )
-    }
 
     /// Many envelopes at once share batches, and the one forged signature among them is the
     /// only one refused, with its own signer named.

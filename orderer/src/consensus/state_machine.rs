@@ -27,7 +27,6 @@ use fjall::PersistMode;
 use openraft::storage::RaftStateMachine;
 use openraft::storage::Snapshot;
 use openraft::EntryPayload;
-use openraft::RaftSnapshotBuilder;
 use openraft::SnapshotMeta;
 use openraft::StorageError;
 use openraft::StorageIOError;
@@ -46,7 +45,10 @@ use tokio::sync::watch;
 
 use super::decode;
 use super::dedup::RecentTxIds;
-use super::encode;
+use super::snapshot::store_unless_older;
+use super::snapshot::SnapshotBuilder;
+use super::snapshot::StoredSnapshot;
+use super::snapshot::SNAPSHOT;
 use super::Entry;
 use super::LogId;
 use super::NodeId;
@@ -61,8 +63,6 @@ use crate::cutter::BatchLimits;
 use crate::cutter::BlockCutter;
 use crate::cutter::CutReason;
 use crate::failpoints::failpoint;
-
-const SNAPSHOT: &[u8] = b"snapshot";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
@@ -111,12 +111,6 @@ impl SmState {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
-    data: Vec<u8>,
-}
-
 /// The state machine of one channel.
 pub struct StateMachine {
     channel_id: String,
@@ -153,11 +147,11 @@ impl std::fmt::Debug for StateMachine {
     }
 }
 
-fn sm_write(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+pub(super) fn sm_write(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write_state_machine(&e).into()
 }
 
-fn sm_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+pub(super) fn sm_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::read_state_machine(&e).into()
 }
 
@@ -187,10 +181,17 @@ impl StateMachine {
             None => None,
         };
         let state = match stored {
-            Some(stored) => decode(&stored.data).map_err(|e| BlockStoreError::Corrupt {
-                number: 0,
-                reason: format!("state machine snapshot data: {e}"),
-            })?,
+            Some(stored) => {
+                tracing::info!(
+                    channel = %channel_id,
+                    snapshot = ?stored.meta.last_log_id,
+                    "state machine opened from its stored snapshot"
+                );
+                decode(&stored.data).map_err(|e| BlockStoreError::Corrupt {
+                    number: 0,
+                    reason: format!("state machine snapshot data: {e}"),
+                })?
+            }
             None => {
                 let tip = block::header_hash(genesis).map_err(|e| BlockStoreError::Corrupt {
                     number: 0,
@@ -476,12 +477,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            db: self.db.clone(),
-            meta: self.meta.clone(),
-            lock: self.snapshot_lock.clone(),
-            state: self.state.clone(),
-        }
+        SnapshotBuilder::new(
+            self.db.clone(),
+            self.meta.clone(),
+            self.snapshot_lock.clone(),
+            self.state.clone(),
+        )
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
@@ -540,69 +541,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }))
             }
         }
-    }
-}
-
-/// Stores `snapshot` as the durable state unless the stored one is as new or newer (then that
-/// one is returned and nothing is written). The comparison and the write are one step.
-fn store_unless_older(
-    meta: &Keyspace,
-    lock: &std::sync::Mutex<()>,
-    snapshot: &StoredSnapshot,
-) -> Result<Option<StoredSnapshot>> {
-    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(bytes) = meta.get(SNAPSHOT).map_err(sm_read)? {
-        let current: StoredSnapshot = decode(&bytes).map_err(sm_read)?;
-        if current.meta.last_log_id >= snapshot.meta.last_log_id {
-            return Ok(Some(current));
-        }
-    }
-    meta.insert(SNAPSHOT, encode(snapshot).map_err(sm_write)?)
-        .map_err(sm_write)?;
-    Ok(None)
-}
-
-/// Builds a snapshot from a copy of the state taken when Raft asked for it.
-pub struct SnapshotBuilder {
-    db: Database,
-    meta: Keyspace,
-    lock: Arc<std::sync::Mutex<()>>,
-    state: SmState,
-}
-
-impl std::fmt::Debug for SnapshotBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotBuilder").finish_non_exhaustive()
-    }
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        failpoint!("orderer::snapshot_build::before", sm_write);
-        // The blocks this state describes become durable before the state does.
-        self.db.persist(PersistMode::SyncAll).map_err(sm_write)?;
-        let data = encode(&self.state).map_err(sm_write)?;
-        let last = self.state.last_applied;
-        let meta = SnapshotMeta {
-            last_log_id: last,
-            last_membership: self.state.membership.clone(),
-            snapshot_id: format!(
-                "{}-{}-{}",
-                last.map_or(0, |l| l.leader_id.term),
-                last.map_or(0, |l| l.index),
-                self.state.next_block
-            ),
-        };
-        let built = StoredSnapshot { meta, data };
-        // A snapshot installed while this one was being built is newer: hand that one back.
-        let kept = store_unless_older(&self.meta, &self.lock, &built)?.unwrap_or(built);
-        // The snapshot is the durable state: it must be on disk before Raft purges below it.
-        self.db.persist(PersistMode::SyncData).map_err(sm_write)?;
-        failpoint!("orderer::snapshot_build::after", sm_write);
-        Ok(Snapshot {
-            meta: kept.meta,
-            snapshot: Box::new(Cursor::new(kept.data)),
-        })
     }
 }
 

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use openraft::storage::RaftLogStorage as _;
 use openraft::BasicNode;
 use openraft::RaftLogReader as _;
+use openraft::RaftSnapshotBuilder as _;
 use prost::Message as _;
 use shared_proto::envelope;
 use shared_proto::pb::common::HeaderType;
 
+use super::super::encode;
 use super::super::network::ClusterClients;
 use super::super::network::Network;
 use super::super::test_material;

@@ -78,6 +78,9 @@ async fn follower_process_sigkilled_while_installing_a_snapshot_restarts_and_con
     let log = procs.log(follower);
     let mut acked = BTreeSet::new();
     let mut killed_mid_install = 0;
+    // The leader's purge point in the last round: the follower can only get past it by a
+    // snapshot (its own log ends before it).
+    let mut last_purged = 0;
     // Each round: the follower falls behind the others' purge point, is resumed so the leader
     // sends it a snapshot, and is SIGKILLed as soon as its log shows the snapshot arriving.
     // A kill lands mid-install when the install had not completed by then; rounds repeat
@@ -107,6 +110,7 @@ async fn follower_process_sigkilled_while_installing_a_snapshot_restarts_and_con
                 .as_u64()
                 .unwrap_or(0);
             if purged > behind + 5 {
+                last_purged = purged;
                 break;
             }
             assert!(
@@ -144,9 +148,23 @@ async fn follower_process_sigkilled_while_installing_a_snapshot_restarts_and_con
         "no kill landed between a snapshot's arrival and its completed install"
     );
     assert_one_chain(&cluster, &acked).await;
-    // After the kills the restarted follower installed a snapshot to completion.
+    // After the kills the restarted follower holds a snapshot past the leader's last purge
+    // point: installed to completion after a restart, or made durable by an install the kill
+    // interrupted after its write (then the restart opened it; the log says which).
     let text = log_since(&log, 0);
     let installs = text.matches("installed snapshot").count();
-    println!("follower installed {installs} snapshots to completion, killed mid-install {killed_mid_install} times");
-    assert!(installs >= 1, "no snapshot was ever installed");
+    let reopened = text.matches("opened from its stored snapshot").count();
+    let snapshot = OrdererProcesses::status(&cluster, follower).await.unwrap()["raft"]
+        ["snapshot_index"]
+        .as_u64()
+        .unwrap_or(0);
+    println!(
+        "follower installed {installs} snapshots to completion, opened {reopened} times from a \
+         stored one, killed mid-install {killed_mid_install} times; its snapshot is at index \
+         {snapshot}, the leader had purged to {last_purged}"
+    );
+    assert!(
+        snapshot >= last_purged,
+        "the follower holds no snapshot past the leader's purge point {last_purged} (has {snapshot})"
+    );
 }
