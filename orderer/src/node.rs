@@ -132,10 +132,14 @@ impl Node {
         let dialer = Arc::new(shared_proto::dial::Dialer::new(tls.clone(), book));
         let err = storage_err(&config.data_dir);
         std::fs::create_dir_all(&config.data_dir).map_err(|e| err(e.to_string()))?;
+        let t0 = std::time::Instant::now();
         let db = Database::builder(config.data_dir.join("ledger"))
             .cache_size(crate::block_store::CACHE_BYTES)
+            .max_journaling_size(crate::block_store::JOURNAL_BYTES)
             .open()
             .map_err(|e| err(e.to_string()))?;
+        // Opening replays the journals not yet flushed into tables.
+        tracing::info!(ms = t0.elapsed().as_millis(), "database opened");
         let clients = ClusterClients::new(dialer.clone());
         let metrics = Arc::new(Metrics::default());
         let mut registry = Registry::new(config.node_id, metrics);

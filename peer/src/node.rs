@@ -158,6 +158,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(e.to_string()))?;
         let db = Database::builder(config.data_dir.join("ledger"))
             .cache_size(crate::ledger::CACHE_BYTES)
+            .max_journaling_size(crate::ledger::JOURNAL_BYTES)
             .open()
             .map_err(|e| storage(e.to_string()))?;
         let service_addr = listeners

@@ -15,7 +15,7 @@ pub mod log_store;
 pub mod network;
 pub mod proposer;
 pub mod rejoin;
-mod snapshot;
+pub mod snapshot;
 pub mod state_machine;
 
 #[cfg(test)]

@@ -1,6 +1,14 @@
 //! Snapshots of a channel's state machine: built from a copy of the state, stored in the state
 //! machine's keyspace (one record, replaced only by a newer one), made durable before Raft
 //! purges the log below them.
+//!
+//! When: every `raft.snapshot_interval_entries` entries (openraft's policy), and also as soon
+//! as [`SNAPSHOT_AFTER_BLOCKS`] blocks or [`SNAPSHOT_AFTER_BYTES`] of envelopes were cut since
+//! the last one ([`trigger_when_grown`]). A start resumes from the latest snapshot and
+//! re-applies the entries after it, re-cutting and comparing each block with the stored one;
+//! counted in entries alone that work grew with the entries' size (5,000 entries of a busy
+//! channel hold ~175,000 envelopes) and took 1.3–2.4 s of an orderer's start at 100,000
+//! blocks (`bench recovery`).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -20,9 +28,56 @@ use super::encode;
 use super::state_machine::sm_read;
 use super::state_machine::sm_write;
 use super::state_machine::SmState;
+use super::state_machine::SmStatus;
 use super::NodeId;
+use super::Raft;
 use super::TypeConfig;
 use crate::failpoints::failpoint;
+
+/// When a snapshot is due besides openraft's entry count: either bound passed since the last.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotDue {
+    pub blocks: u64,
+    pub bytes: u64,
+}
+
+impl SnapshotDue {
+    /// 1,000 blocks or 64 MiB of envelopes (a snapshot writes at most ~2 MiB: pending
+    /// envelopes and the retry window).
+    pub const DEFAULT: SnapshotDue = SnapshotDue {
+        blocks: SNAPSHOT_AFTER_BLOCKS,
+        bytes: SNAPSHOT_AFTER_BYTES,
+    };
+}
+
+/// Blocks cut since the last snapshot that make the next one due.
+pub const SNAPSHOT_AFTER_BLOCKS: u64 = 1_000;
+/// Envelope bytes in blocks cut since the last snapshot that make the next one due.
+pub const SNAPSHOT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
+/// Least time between two requests while a requested build has not started yet.
+const RETRIGGER_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Asks Raft for a snapshot whenever the blocks cut since the last one pass `due`
+/// ([`SnapshotDue::DEFAULT`] in the node), so a restart re-applies a bounded amount. Ends
+/// when the state machine or Raft stops.
+pub async fn trigger_when_grown(
+    raft: Raft,
+    mut status: tokio::sync::watch::Receiver<SmStatus>,
+    due: SnapshotDue,
+) {
+    let mut last: Option<tokio::time::Instant> = None;
+    while status.changed().await.is_ok() {
+        let since = status.borrow_and_update().since_snapshot;
+        let grown = since.blocks >= due.blocks || since.bytes >= due.bytes;
+        if grown && last.is_none_or(|t| t.elapsed() >= RETRIGGER_AFTER) {
+            last = Some(tokio::time::Instant::now());
+            tracing::debug!(blocks = since.blocks, bytes = since.bytes, "snapshot due");
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+    }
+}
 
 /// The key of the stored snapshot in the state machine's keyspace.
 pub(super) const SNAPSHOT: &[u8] = b"snapshot";

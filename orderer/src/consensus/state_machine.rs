@@ -95,6 +95,16 @@ pub struct SmStatus {
     pub last_config_block: u64,
     /// Blocks this node cut since it started, per [`crate::cutter::CutReason`].
     pub blocks_cut: crate::cutter::CutCounts,
+    /// Blocks cut (or re-applied) since the last snapshot was built or installed here.
+    pub since_snapshot: SinceSnapshot,
+}
+
+/// What a restart would re-apply if it came now: the blocks cut since the latest snapshot
+/// and their envelope bytes (see [`super::snapshot::trigger_when_grown`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinceSnapshot {
+    pub blocks: u64,
+    pub bytes: u64,
 }
 
 impl SmState {
@@ -107,6 +117,7 @@ impl SmState {
             config_sequence: 0,
             last_config_block: self.last_config_block,
             blocks_cut: Default::default(),
+            since_snapshot: SinceSnapshot::default(),
         }
     }
 }
@@ -136,6 +147,7 @@ pub struct StateMachine {
     pending_since: Option<std::time::Instant>,
     /// Blocks cut since this node started, per reason (not replicated: a count for metrics).
     blocks_cut: crate::cutter::CutCounts,
+    since_snapshot: SinceSnapshot,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -228,6 +240,7 @@ impl StateMachine {
             state,
             pending_since: None,
             blocks_cut: Default::default(),
+            since_snapshot: SinceSnapshot::default(),
         };
         sm.load_config().map_err(|e| BlockStoreError::Corrupt {
             number: sm.state.last_config_block,
@@ -276,6 +289,7 @@ impl StateMachine {
         SmStatus {
             config_sequence: self.config.borrow().sequence(),
             blocks_cut: self.blocks_cut,
+            since_snapshot: self.since_snapshot,
             ..self.state.status()
         }
     }
@@ -348,6 +362,8 @@ impl StateMachine {
         reason: CutReason,
     ) {
         self.blocks_cut[reason.index()] += 1;
+        self.since_snapshot.blocks += 1;
+        self.since_snapshot.bytes += batch.iter().map(|e| e.len() as u64).sum::<u64>();
         let number = self.state.next_block;
         let mut b = block::new_block(
             number,
@@ -477,6 +493,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.since_snapshot = SinceSnapshot::default();
+        self.status.send_replace(self.status());
         SnapshotBuilder::new(
             self.db.clone(),
             self.meta.clone(),
@@ -515,6 +533,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         self.state = state;
+        self.since_snapshot = SinceSnapshot::default();
         self.load_config().map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
         })?;

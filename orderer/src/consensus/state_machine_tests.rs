@@ -205,6 +205,101 @@ async fn block_store_reopens_with_its_height_and_blocks() {
     }
 }
 
+/// A one-node Raft of `log` and `sm`, leading (`config`'s timings are set here).
+async fn single_node_raft(
+    f: &Fixture,
+    log: LogStore,
+    sm: StateMachine,
+    config: openraft::Config,
+) -> Raft {
+    let config = openraft::Config {
+        heartbeat_interval: 50,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
+        ..config
+    }
+    .validate()
+    .unwrap();
+    let dialer = Arc::new(shared_proto::dial::Dialer::direct(f.tls.clone()));
+    let network = Network::new(
+        test_material::CHANNEL,
+        ClusterClients::new(dialer),
+        Default::default(),
+    );
+    let raft = Raft::new(1, Arc::new(config), network, log, sm)
+        .await
+        .unwrap();
+    raft.initialize(BTreeMap::from([(1, BasicNode::new("127.0.0.1:1"))]))
+        .await
+        .unwrap();
+    // A write right after initialize can meet a node that has not elected itself yet
+    // (ForwardToLeader with no leader; failed about 1 run in 10): wait for it to lead.
+    let mut leading = raft.metrics();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        leading.wait_for(|m| m.current_leader == Some(1)),
+    )
+    .await
+    .expect("a single-node cluster elects itself within 10 s")
+    .unwrap();
+    raft
+}
+
+/// openraft's entry count alone would not snapshot for a million entries; the blocks cut
+/// make one due (a restart then re-applies at most that many blocks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_that_cut_its_block_bound_is_snapshotted_long_before_its_entry_interval() {
+    let f = fixture();
+    let db = Database::builder(&f.db_path).open().unwrap();
+    let log = LogStore::open(&db, test_material::CHANNEL).unwrap();
+    let sm = open_sm(&f, &db);
+    let status = sm.subscribe();
+    let config = openraft::Config {
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1_000_000),
+        ..Default::default()
+    };
+    let raft = single_node_raft(&f, log, sm, config).await;
+    let due = crate::consensus::snapshot::SnapshotDue {
+        blocks: 4,
+        bytes: u64::MAX,
+    };
+    let trigger = tokio::spawn(crate::consensus::snapshot::trigger_when_grown(
+        raft.clone(),
+        status.clone(),
+        due,
+    ));
+    // 3 envelopes per block (LIMITS): 9 entries cut 3 blocks, below the bound.
+    for i in 0..9u32 {
+        raft.client_write(Request::Envelopes(vec![tx(&f, &i.to_be_bytes())]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(status.borrow().since_snapshot.blocks, 3);
+    assert!(
+        raft.metrics().borrow().snapshot.is_none(),
+        "no snapshot due yet"
+    );
+    // The 12th entry cuts the 4th block.
+    for i in 9..12u32 {
+        raft.client_write(Request::Envelopes(vec![tx(&f, &i.to_be_bytes())]))
+            .await
+            .unwrap();
+    }
+    let mut m = raft.metrics();
+    let snapshot = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        m.wait_for(|m| m.snapshot.is_some()),
+    )
+    .await
+    .expect("a snapshot within 10 s of the 4th block")
+    .unwrap()
+    .snapshot;
+    assert!(snapshot.is_some_and(|s| s.index >= 12), "{snapshot:?}");
+    assert_eq!(status.borrow().since_snapshot.blocks, 0, "counted anew");
+    raft.shutdown().await.unwrap();
+    trigger.abort();
+}
+
 /// A one-node Raft writes entries, snapshots and purges through the log store; after a
 /// reopen the log store reports the same vote, log state and entries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,36 +309,7 @@ async fn log_store_reopens_with_its_vote_entries_and_purge_point() {
         let db = Database::builder(&f.db_path).open().unwrap();
         let log = LogStore::open(&db, test_material::CHANNEL).unwrap();
         let sm = open_sm(&f, &db);
-        let config = openraft::Config {
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
-        let dialer = Arc::new(shared_proto::dial::Dialer::direct(f.tls.clone()));
-        let network = Network::new(
-            test_material::CHANNEL,
-            ClusterClients::new(dialer),
-            Default::default(),
-        );
-        let raft = Raft::new(1, Arc::new(config), network, log, sm)
-            .await
-            .unwrap();
-        raft.initialize(BTreeMap::from([(1, BasicNode::new("127.0.0.1:1"))]))
-            .await
-            .unwrap();
-        // A write right after initialize can meet a node that has not elected itself yet
-        // (ForwardToLeader with no leader; failed about 1 run in 10): wait for it to lead.
-        let mut leading = raft.metrics();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            leading.wait_for(|m| m.current_leader == Some(1)),
-        )
-        .await
-        .expect("a single-node cluster elects itself within 10 s")
-        .unwrap();
+        let raft = single_node_raft(&f, log, sm, openraft::Config::default()).await;
         for i in 0..20u32 {
             raft.client_write(Request::Envelopes(vec![tx(&f, &i.to_be_bytes())]))
                 .await

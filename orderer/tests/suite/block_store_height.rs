@@ -61,3 +61,32 @@ fn height_never_moves_backwards_when_two_writers_advance_it_at_once() {
     );
     assert_eq!(store.height(), 3_000);
 }
+
+/// After a snapshot install the store holds blocks past a gap (the state machine's) before
+/// catch-up fills it: the height is the contiguous prefix, at open as well as while writing.
+#[test]
+fn blocks_past_a_gap_count_only_once_the_gap_is_filled_also_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks: Vec<_> = (0..10u64)
+        .map(|n| block::new_block(n, vec![n as u8; 32], vec![n.to_be_bytes().to_vec()], 0))
+        .collect();
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let store = BlockStore::open(&db, "ch").unwrap();
+        for n in (0..5).chain(7..10) {
+            store.put(n, &blocks[n as usize]).unwrap();
+        }
+        assert_eq!(store.height(), 5, "blocks 7..10 wait for 5 and 6");
+    }
+    let db = fjall::Database::builder(dir.path()).open().unwrap();
+    let store = BlockStore::open(&db, "ch").unwrap();
+    assert_eq!(
+        store.height(),
+        5,
+        "reopened: still the prefix up to the gap"
+    );
+    store.put(6, &blocks[6]).unwrap();
+    assert_eq!(store.height(), 5);
+    store.put(5, &blocks[5]).unwrap();
+    assert_eq!(store.height(), 10, "the gap filled: every block counts");
+}

@@ -10,6 +10,7 @@ mod store;
 
 pub use store::Ledger;
 pub use store::CACHE_BYTES;
+pub use store::JOURNAL_BYTES;
 pub use store::MEMTABLE_BYTES;
 
 /// A committed key's version: the block and position of the transaction that last wrote it.
