@@ -307,12 +307,18 @@ pub fn verify_node_request(
     Ok(verified)
 }
 
-fn verify_deferred(
-    channel: &Channel,
-    envelope: &Envelope,
-    now_unix: i64,
-    node_request: bool,
-) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
+/// An envelope's payload, decoded once: the channel header (to route the envelope by its
+/// channel) and what [`verify_opened_deferred`] checks next.
+#[derive(Debug, Clone)]
+pub struct OpenedPayload {
+    pub channel_header: ChannelHeader,
+    signature_header: Option<SignatureHeader>,
+    data: Vec<u8>,
+}
+
+/// Decodes `envelope`'s payload down to its channel header: the first checks of
+/// [`verify_envelope`], with the same errors.
+pub fn open_payload(envelope: &Envelope) -> Result<OpenedPayload, EnvelopeError> {
     if envelope.payload.is_empty() {
         return Err(EnvelopeError::EmptyPayload);
     }
@@ -325,9 +331,47 @@ fn verify_deferred(
     let channel_header = header
         .channel_header
         .ok_or(EnvelopeError::MissingChannelHeader)?;
-    let signature_header = header
-        .signature_header
-        .ok_or(EnvelopeError::MissingSignatureHeader)?;
+    Ok(OpenedPayload {
+        channel_header,
+        signature_header: header.signature_header,
+        data: payload.data,
+    })
+}
+
+/// [`verify_envelope_deferred`] of an envelope whose payload `opened` was decoded by
+/// [`open_payload`] (not decoded again).
+pub fn verify_opened_deferred(
+    channel: &Channel,
+    envelope: &Envelope,
+    opened: OpenedPayload,
+    now_unix: i64,
+) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
+    verify_opened(channel, envelope, opened, now_unix, false)
+}
+
+fn verify_deferred(
+    channel: &Channel,
+    envelope: &Envelope,
+    now_unix: i64,
+    node_request: bool,
+) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
+    let opened = open_payload(envelope)?;
+    verify_opened(channel, envelope, opened, now_unix, node_request)
+}
+
+fn verify_opened(
+    channel: &Channel,
+    envelope: &Envelope,
+    opened: OpenedPayload,
+    now_unix: i64,
+    node_request: bool,
+) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
+    let OpenedPayload {
+        channel_header,
+        signature_header,
+        data,
+    } = opened;
+    let signature_header = signature_header.ok_or(EnvelopeError::MissingSignatureHeader)?;
     let header_type = HeaderType::try_from(channel_header.r#type).map_err(|_| {
         EnvelopeError::UnknownHeaderType {
             value: channel_header.r#type,
@@ -377,7 +421,7 @@ fn verify_deferred(
         channel_header,
         signature_header,
         creator,
-        data: payload.data,
+        data,
         payload_len: envelope.payload.len(),
     };
     Ok((verified, pending))

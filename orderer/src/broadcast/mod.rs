@@ -40,13 +40,13 @@ use futures::Stream;
 use futures::StreamExt as _;
 use prost::Message as _;
 use shared_proto::channel::WRITERS;
+use shared_proto::envelope::open_payload;
 use shared_proto::envelope::verify_envelope;
-use shared_proto::envelope::verify_envelope_deferred;
+use shared_proto::envelope::verify_opened_deferred;
 use shared_proto::envelope::EnvelopeError;
 use shared_proto::envelope::Refusal;
 use shared_proto::pb::common::Envelope;
 use shared_proto::pb::common::HeaderType;
-use shared_proto::pb::common::Payload;
 use shared_proto::pb::common::Status;
 use shared_proto::pb::orderer::BroadcastResponse;
 use tokio::sync::mpsc;
@@ -201,23 +201,6 @@ fn code_of_status(status: Status) -> Code {
     }
 }
 
-/// Peeks the channel id before full verification (which needs the channel).
-fn channel_of(envelope: &Envelope) -> Result<String, BroadcastError> {
-    if envelope.payload.is_empty() {
-        return Err(EnvelopeError::EmptyPayload.into());
-    }
-    let payload = Payload::decode(envelope.payload.as_slice()).map_err(|e| {
-        EnvelopeError::MalformedPayload {
-            reason: e.to_string(),
-        }
-    })?;
-    let header = payload.header.ok_or(EnvelopeError::MissingHeader)?;
-    let ch = header
-        .channel_header
-        .ok_or(EnvelopeError::MissingChannelHeader)?;
-    Ok(ch.channel_id)
-}
-
 /// Checks and orders one envelope from a client, within [`ORDER_TIMEOUT`].
 pub async fn order(registry: &Registry, envelope: Envelope) -> Result<String, BroadcastError> {
     bounded(order_checked(registry, envelope)).await
@@ -234,9 +217,10 @@ async fn bounded<T>(
 }
 
 async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String, BroadcastError> {
-    let channel_id = channel_of(&envelope)?;
+    let opened = open_payload(&envelope)?;
+    let channel_id = &opened.channel_header.channel_id;
     let channel = registry
-        .get(&channel_id)
+        .get(channel_id)
         .ok_or_else(|| BroadcastError::UnknownChannel(channel_id.clone()))?;
     let size = envelope.encoded_len();
     if size > channel.limits().bytes_absolute_max as usize {
@@ -248,7 +232,7 @@ async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String
     let _held = registry.in_flight.reserve(size).await?;
     let config = channel.config();
     let now = registry.now_unix();
-    let (verified, signature) = verify_envelope_deferred(&config, &envelope, now)?;
+    let (verified, signature) = verify_opened_deferred(&config, &envelope, opened, now)?;
     registry
         .signatures
         .verify(signature)
