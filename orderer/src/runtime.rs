@@ -36,7 +36,6 @@ use crate::consensus::log_store::LogStore;
 use crate::consensus::log_store::Reconciled;
 use crate::consensus::network::ClusterClients;
 use crate::consensus::network::Network;
-use crate::consensus::proposer;
 use crate::consensus::proposer::Proposer;
 use crate::consensus::rejoin;
 use crate::consensus::rejoin::RaftStart;
@@ -264,11 +263,11 @@ pub async fn start(
                 .metrics
                 .count_leader_changes(&channel.id, channel.raft.metrics()),
         ),
-        tokio::spawn(proposer::batch_timer(
+        tokio::spawn(crate::consensus::batch_timer::run(
             channel.raft.clone(),
-            me,
             channel.status.clone(),
             channel.config.clone(),
+            channel.proposer.pending_since(),
         )),
         tokio::spawn(crate::membership::run(channel.clone(), me)),
         tokio::spawn(crate::consensus::snapshot::trigger_when_grown(

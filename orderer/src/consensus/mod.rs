@@ -10,6 +10,7 @@
 // openraft's storage traits fix `StorageError` (large) as the error type.
 #![allow(clippy::result_large_err)]
 
+pub mod batch_timer;
 pub mod dedup;
 pub mod log_store;
 pub mod network;
@@ -18,6 +19,8 @@ pub mod rejoin;
 pub mod snapshot;
 pub mod state_machine;
 
+#[cfg(test)]
+mod scripted_raft;
 #[cfg(test)]
 mod test_material;
 
@@ -77,6 +80,9 @@ pub struct Response {
     /// Config updates refused when applied (position, why), e.g. one built on a sequence
     /// another update changed first. Also listed in `refused_at`.
     pub config_refused: Vec<(u32, String)>,
+    /// The block envelopes wait in after this entry of envelopes, if any wait (the leader's
+    /// batch timer counts their wait from when it received this entry's first envelope).
+    pub pending_in: Option<u64>,
 }
 
 /// Encodes values stored on disk or sent between orderers (postcard, versioned by prefix byte).

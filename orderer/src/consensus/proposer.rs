@@ -1,5 +1,5 @@
-//! Proposing: verified envelopes become Raft entries, and the batch timeout becomes
-//! `TimeToCut` entries.
+//! Proposing: verified envelopes become Raft entries (the batch timeout's `TimeToCut`
+//! entries are proposed by [`super::batch_timer`]).
 //!
 //! Envelopes queue per channel (bounded in count here and in bytes by the node-wide budget in
 //! [`crate::broadcast`]). One loop drains whatever is queued into one entry (up to
@@ -45,7 +45,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::network::ClusterClients;
-use super::state_machine::SmStatus;
 use super::NodeId;
 use super::Raft;
 use super::Request;
@@ -124,13 +123,33 @@ impl Consensus for Raft {
 struct Submission {
     envelope: Vec<u8>,
     forwardable: bool,
+    /// When this node's proposer took it.
+    received: Instant,
     done: oneshot::Sender<Result<(), ProposeError>>,
+}
+
+/// The earliest moment this node received an envelope still pending for a block, as learnt
+/// from the answers to the entries it proposed: (block number, received). The batch timer
+/// counts the block's timeout from it ([`super::batch_timer`]).
+pub type PendingSince = watch::Sender<Option<(u64, Instant)>>;
+
+/// Notes that an envelope received at `received` is pending for block `block`.
+fn note_pending(since: &PendingSince, block: u64, received: Instant) {
+    since.send_if_modified(|current| match *current {
+        Some((b, at)) if b == block && at <= received => false,
+        Some((b, _)) if b > block => false,
+        _ => {
+            *current = Some((block, received));
+            true
+        }
+    });
 }
 
 /// Hands envelopes to Raft for one channel.
 #[derive(Debug, Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Submission>,
+    pending_since: Arc<PendingSince>,
 }
 
 impl Proposer {
@@ -145,8 +164,20 @@ impl Proposer {
         queue_max: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue_max);
-        tokio::spawn(batch_loop(channel_id, raft, clients, rx));
-        Proposer { tx }
+        let pending_since = Arc::new(PendingSince::new(None));
+        tokio::spawn(batch_loop(
+            channel_id,
+            raft,
+            clients,
+            rx,
+            pending_since.clone(),
+        ));
+        Proposer { tx, pending_since }
+    }
+
+    /// Since when envelopes this node proposed wait in the pending block (for the batch timer).
+    pub fn pending_since(&self) -> watch::Receiver<Option<(u64, Instant)>> {
+        self.pending_since.subscribe()
     }
 
     /// Orders `envelope`; returns once it is committed. `forwardable`: a follower may forward
@@ -157,6 +188,7 @@ impl Proposer {
             .send(Submission {
                 envelope,
                 forwardable,
+                received: Instant::now(),
                 done,
             })
             .await
@@ -174,6 +206,7 @@ async fn batch_loop(
     raft: impl Consensus,
     clients: ClusterClients,
     mut rx: mpsc::Receiver<Submission>,
+    pending_since: Arc<PendingSince>,
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     // A submission that did not fit the previous batch starts the next one.
@@ -206,8 +239,9 @@ async fn batch_loop(
             return;
         };
         let (raft, clients, channel_id) = (raft.clone(), clients.clone(), channel_id.clone());
+        let pending_since = pending_since.clone();
         tokio::spawn(async move {
-            propose(&channel_id, &raft, &clients, batch).await;
+            propose(&channel_id, &raft, &clients, batch, &pending_since).await;
             drop(permit);
         });
     }
@@ -263,6 +297,7 @@ async fn propose(
     raft: &impl Consensus,
     clients: &ClusterClients,
     batch: Vec<Submission>,
+    pending_since: &PendingSince,
 ) {
     let (me, leader, quorum_silent_ms) = {
         let m = raft.metrics();
@@ -288,7 +323,7 @@ async fn propose(
                 },
             )
         }
-        Some((id, _)) if id == me => write_as_leader(raft, batch).await,
+        Some((id, _)) if id == me => write_as_leader(raft, batch, pending_since).await,
         Some((id, Some(node))) => forward_batch(channel_id, clients, id, &node.addr, batch).await,
         _ => answer_all(
             batch.into_iter().map(|s| s.done),
@@ -307,7 +342,13 @@ fn answer_all(done: impl IntoIterator<Item = Done>, err: &ProposeError) {
 
 /// Proposes the batch as one entry. The envelopes move into the entry (no copy is kept: a
 /// follower forwards before proposing, so nothing here needs them again).
-async fn write_as_leader(raft: &impl Consensus, batch: Vec<Submission>) {
+async fn write_as_leader(
+    raft: &impl Consensus,
+    batch: Vec<Submission>,
+    pending_since: &PendingSince,
+) {
+    // The first envelope is the one that waited longest.
+    let received = batch.first().map(|s| s.received);
     let (envelopes, done): (Vec<ByteBuf>, Vec<Done>) = batch
         .into_iter()
         .map(|s| (ByteBuf::from(s.envelope), s.done))
@@ -321,6 +362,9 @@ async fn write_as_leader(raft: &impl Consensus, batch: Vec<Submission>) {
         Ok(Err(e)) => return answer_all(done, &ProposeError::Raft(e.to_string())),
         Err(err) => return answer_all(done, &err),
     };
+    if let (Some(block), Some(received)) = (response.data.pending_in, received) {
+        note_pending(pending_since, block, received);
+    }
     let refused = &response.data.refused_at;
     let config_refused = &response.data.config_refused;
     for (i, d) in done.into_iter().enumerate() {
@@ -420,61 +464,6 @@ async fn forward(
             }
         })
         .collect())
-}
-
-/// Proposes `TimeToCut{b}` when this node leads and the oldest envelope pending for block `b`
-/// has waited `timeout`. A stale or duplicate marker is harmless: the state machine ignores
-/// it, so a new leader simply starts its own timer for whatever is pending.
-pub async fn batch_timer(
-    raft: Raft,
-    node_id: NodeId,
-    mut status: watch::Receiver<SmStatus>,
-    config: watch::Receiver<std::sync::Arc<shared_proto::channel::Channel>>,
-) {
-    // (block number, when we first saw envelopes pending for it, next time to act)
-    let mut tracking: Option<(u64, Instant)> = None;
-    loop {
-        let st = status.borrow_and_update().clone();
-        // The config in force sets the timeout (a config block may change it).
-        let timeout = Duration::from_millis(config.borrow().batch_timeout_ms());
-        if st.pending == 0 {
-            tracking = None;
-            if status.changed().await.is_err() {
-                return;
-            }
-            continue;
-        }
-        let deadline = match tracking {
-            Some((b, at)) if b == st.next_block => at,
-            _ => {
-                let at = Instant::now() + timeout;
-                tracking = Some((st.next_block, at));
-                at
-            }
-        };
-        tokio::select! {
-            changed = status.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                let leader = raft.metrics().borrow().current_leader;
-                if leader == Some(node_id) {
-                    let raft = raft.clone();
-                    let block_number = st.next_block;
-                    tokio::spawn(async move {
-                        if let Err(e) = raft.client_write(Request::TimeToCut { block_number }).await {
-                            tracing::debug!(error = %e, block_number, "time-to-cut not proposed");
-                        }
-                    });
-                }
-                // Act again after another timeout if the block is still not cut (lost
-                // proposal, or leadership moved here later).
-                tracking = Some((st.next_block, Instant::now() + timeout));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,81 +1,12 @@
 //! The proposer against a scripted Raft: in-flight slots, a full queue, leadership loss, the
-//! proposal deadline, and per-position answers.
+//! proposal deadline, per-position answers, and what it tells the batch timer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Mutex;
-
-use openraft::CommittedLeaderId;
-use openraft::LogId;
-
+use super::super::scripted_raft::Script;
+use super::super::scripted_raft::ScriptedRaft;
 use super::super::test_material;
 use super::super::Response;
 use super::*;
-
-/// What the scripted Raft does with a write.
-#[derive(Debug, Clone)]
-enum Script {
-    /// Never answers (a write whose entry was replaced).
-    Hang,
-    /// Commits at once with this response.
-    Commit(Response),
-}
-
-#[derive(Clone)]
-struct ScriptedRaft {
-    script: Arc<Mutex<Script>>,
-    metrics: Arc<watch::Sender<RaftMetrics<NodeId, BasicNode>>>,
-    writes: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl ScriptedRaft {
-    fn leader(script: Script) -> Self {
-        let mut m = RaftMetrics::new_initial(1);
-        m.current_term = 3;
-        m.current_leader = Some(1);
-        ScriptedRaft {
-            script: Arc::new(Mutex::new(script)),
-            metrics: Arc::new(watch::Sender::new(m)),
-            writes: Arc::default(),
-        }
-    }
-
-    fn lose_leadership(&self) {
-        self.metrics.send_modify(|m| {
-            m.current_term = 4;
-            m.current_leader = Some(2);
-        });
-    }
-}
-
-impl Consensus for ScriptedRaft {
-    fn write(
-        &self,
-        _request: Request,
-    ) -> impl Future<Output = Result<ClientWriteResponse<TypeConfig>, WriteError>> + Send {
-        let script = self.script.lock().unwrap().clone();
-        let n = self
-            .writes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async move {
-            match script {
-                Script::Hang => std::future::pending().await,
-                Script::Commit(data) => Ok(ClientWriteResponse {
-                    log_id: LogId::new(CommittedLeaderId::new(3, 1), n as u64 + 1),
-                    data,
-                    membership: None,
-                }),
-            }
-        }
-    }
-
-    fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
-        self.metrics.subscribe()
-    }
-
-    fn quorum_silence_max(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-}
 
 fn clients() -> (tempfile::TempDir, ClusterClients) {
     let (dir, generated) = test_material::generate();
@@ -205,6 +136,7 @@ async fn envelope_the_cutter_refused_is_answered_by_its_position() {
         refused_at: vec![1],
         duplicates_dropped: 0,
         config_refused: Vec::new(),
+        pending_in: None,
     }));
     let proposer = Proposer::spawn("ch".into(), raft, clients);
     let (a, b, c) = futures::join!(
@@ -221,4 +153,38 @@ async fn envelope_the_cutter_refused_is_answered_by_its_position() {
         })
     ));
     assert_eq!(c, Ok(()));
+}
+
+/// The batch timer counts a block's timeout from the receipt of its oldest envelope; the
+/// leader learns which block its entry's envelopes wait in from the answer.
+#[tokio::test(start_paused = true)]
+async fn leader_notes_when_it_received_the_envelopes_left_pending_in_a_block() {
+    let (_dir, clients) = clients();
+    let raft = ScriptedRaft::leader(Script::Commit(Response {
+        pending_in: Some(7),
+        ..Response::default()
+    }));
+    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients);
+    let since = proposer.pending_since();
+    let submitted = Instant::now();
+    tokio::time::advance(Duration::from_millis(30)).await;
+    proposer.submit(b"a".to_vec(), true).await.unwrap();
+    assert_eq!(
+        *since.borrow(),
+        Some((7, submitted + Duration::from_millis(30)))
+    );
+    // A later entry waiting in the same block does not move the oldest receipt.
+    tokio::time::advance(Duration::from_millis(30)).await;
+    proposer.submit(b"b".to_vec(), true).await.unwrap();
+    assert_eq!(
+        *since.borrow(),
+        Some((7, submitted + Duration::from_millis(30)))
+    );
+    // Nothing pending after an entry: nothing noted.
+    *raft.script.lock().unwrap() = Script::Commit(Response::default());
+    proposer.submit(b"c".to_vec(), true).await.unwrap();
+    assert_eq!(
+        *since.borrow(),
+        Some((7, submitted + Duration::from_millis(30)))
+    );
 }

@@ -382,6 +382,8 @@ impl StateMachine {
             .map(|h| h.to_vec())
             .unwrap_or_default();
         self.store.stage(wb, number, &b);
+        let envelopes = b.data.as_ref().map_or(0, |d| d.data.len());
+        tracing::debug!(block = number, envelopes, reason = ?reason, "block cut");
         self.state.next_block += 1;
         self.state.tip_hash = hash;
     }
@@ -464,6 +466,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             self.cut_block(&mut wb, batch, reason);
                             response.blocks_cut += 1;
                         }
+                    }
+                    if self.state.cutter.pending_count() > 0 {
+                        response.pending_in = Some(self.state.next_block);
                     }
                 }
                 EntryPayload::Normal(Request::TimeToCut { block_number }) => {

@@ -1,0 +1,161 @@
+//! The batch timer against a scripted Raft on a paused clock: when it proposes `TimeToCut`,
+//! counted from which moment, and that it does not spin after a cut it proposed is lost.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use prost::Message as _;
+use shared_proto::channel::Channel;
+use shared_proto::pb::common::Block;
+
+use super::super::scripted_raft::Script;
+use super::super::scripted_raft::ScriptedRaft;
+use super::super::test_material;
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_millis(100);
+
+struct Timer {
+    raft: ScriptedRaft,
+    status: watch::Sender<SmStatus>,
+    since: watch::Sender<Option<(u64, Instant)>>,
+    _config: watch::Sender<Arc<Channel>>,
+}
+
+/// A batch timer for the test channel (its timeout is [`TIMEOUT`]), leading unless told.
+fn start(raft: ScriptedRaft) -> Timer {
+    let (_dir, generated) = test_material::generate();
+    let genesis =
+        Block::decode(std::fs::read(&generated.channels[0].1).unwrap().as_slice()).unwrap();
+    let channel = Channel::from_config_block(&genesis).unwrap();
+    assert_eq!(channel.batch_timeout_ms(), TIMEOUT.as_millis() as u64);
+    let config = watch::Sender::new(Arc::new(channel));
+    let status = watch::Sender::new(SmStatus::default());
+    let since = watch::Sender::new(None);
+    tokio::spawn(run(
+        raft.clone(),
+        status.subscribe(),
+        config.subscribe(),
+        since.subscribe(),
+    ));
+    Timer {
+        raft,
+        status,
+        since,
+        _config: config,
+    }
+}
+
+fn pending(block: u64) -> SmStatus {
+    SmStatus {
+        next_block: block,
+        pending: 3,
+        ..SmStatus::default()
+    }
+}
+
+/// Runs `test` on a paused clock in a thread of its own and fails if it has not ended within
+/// 30 s of real time: a timer that proposes in a loop keeps the runtime busy, so the paused
+/// clock never advances and the test would otherwise hang instead of failing.
+fn on_paused_clock<F>(test: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(test());
+        let _ = done.send(());
+    });
+    match ended.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the timer never let the clock advance: it proposes cuts in a loop")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the test failed (above)"),
+    }
+}
+
+/// Lets the timer run until the clock reaches `at` (the paused clock auto-advances only when
+/// every task is idle).
+async fn until(at: Instant) {
+    tokio::time::sleep_until(at).await;
+    tokio::task::yield_now().await;
+}
+
+/// Before the change the timer started when the leader saw the envelopes applied, one Raft
+/// round (the ack) after it received them: a block cut by the timer waited timeout + ack.
+#[test]
+fn block_cut_by_the_timer_counts_from_when_the_leader_received_its_first_envelope() {
+    on_paused_clock(|| async {
+        let t = start(ScriptedRaft::leader(Script::Commit(Default::default())));
+        let received = Instant::now();
+        // Applied one 60 ms round after receipt; the proposer notes the receipt when answered.
+        until(received + Duration::from_millis(60)).await;
+        t.status.send_replace(pending(5));
+        t.since.send_replace(Some((5, received)));
+        until(received + TIMEOUT + Duration::from_millis(80)).await;
+        let cuts = t.raft.cuts.lock().unwrap().clone();
+        assert_eq!(cuts, vec![(5, received + TIMEOUT)]);
+    });
+}
+
+/// Envelopes this leader did not propose (a previous leader's) have no receipt here: they wait
+/// the full timeout from when this node sees them pending; a note for an older block is ignored.
+#[test]
+fn envelopes_of_a_previous_leader_wait_a_full_timeout_from_when_they_are_seen() {
+    on_paused_clock(|| async {
+        let t = start(ScriptedRaft::leader(Script::Commit(Default::default())));
+        t.since.send_replace(Some((4, Instant::now())));
+        until(Instant::now() + Duration::from_millis(50)).await;
+        let seen = Instant::now();
+        t.status.send_replace(pending(5));
+        until(seen + TIMEOUT * 3 / 2).await;
+        let cuts = t.raft.cuts.lock().unwrap().clone();
+        assert_eq!(cuts, vec![(5, seen + TIMEOUT)]);
+    });
+}
+
+/// A cut whose marker was lost (or not yet applied) is proposed again one timeout later, not
+/// in a loop: the receipt, now more than a timeout old, must not pull the retry's deadline back.
+#[test]
+fn lost_cut_is_proposed_again_after_another_timeout_not_at_once() {
+    on_paused_clock(|| async {
+        let t = start(ScriptedRaft::leader(Script::Commit(Default::default())));
+        let received = Instant::now();
+        t.status.send_replace(pending(9));
+        t.since.send_replace(Some((9, received)));
+        until(received + TIMEOUT * 5 / 2).await;
+        // Another status for the same block (more envelopes applied) while the cut is outstanding.
+        t.status.send_replace(SmStatus {
+            pending: 4,
+            ..pending(9)
+        });
+        until(received + TIMEOUT * 7 / 2).await;
+        let cuts = t.raft.cuts.lock().unwrap().clone();
+        assert_eq!(
+            cuts,
+            vec![
+                (9, received + TIMEOUT),
+                (9, received + TIMEOUT * 2),
+                (9, received + TIMEOUT * 3)
+            ]
+        );
+    });
+}
+
+#[test]
+fn follower_never_proposes_a_cut() {
+    on_paused_clock(|| async {
+        let raft = ScriptedRaft::leader(Script::Commit(Default::default()));
+        raft.lose_leadership();
+        let t = start(raft);
+        let received = Instant::now();
+        t.status.send_replace(pending(2));
+        t.since.send_replace(Some((2, received)));
+        until(received + TIMEOUT * 3).await;
+        assert!(t.raft.cuts.lock().unwrap().is_empty());
+    });
+}
