@@ -77,6 +77,7 @@ impl NodeProcess {
     ) -> anyhow::Result<Self> {
         let child = node_command(program, args, config, log)?
             .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(profile_env(name))
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         Ok(NodeProcess {
@@ -145,6 +146,27 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// Names the node (as the bench and devnet name it, e.g. `Org1MSP/peer0`) that gets the
+/// environment in [`PROFILE_ENV`]: a profiler preloaded into one node of a run, e.g. heaptrack's
+/// `LD_PRELOAD=/usr/lib/heaptrack/libheaptrack_preload.so;DUMP_HEAPTRACK_OUTPUT=FIFO`
+/// (docs/performance.md, "Peer memory").
+pub const PROFILE_NODE: &str = "WEFT_PROFILE_NODE";
+/// `KEY=VALUE` pairs, separated by `;`, set for the node [`PROFILE_NODE`] names only.
+pub const PROFILE_ENV: &str = "WEFT_PROFILE_ENV";
+
+/// The extra environment of node `name` (see [`PROFILE_NODE`]); empty for every other node.
+fn profile_env(name: &str) -> Vec<(String, String)> {
+    if std::env::var(PROFILE_NODE).ok().as_deref() != Some(name) {
+        return Vec::new();
+    }
+    std::env::var(PROFILE_ENV)
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// `program ARGS --config <config>`, stdin closed, stdout and stderr appended to `log`.

@@ -17,6 +17,12 @@ use chaos_tests::bench::RawLimits;
 use clap::Parser;
 use clap::ValueEnum;
 
+/// Every node process allocates with mimalloc, which returns freed memory to the OS: with
+/// glibc's malloc a node's RSS crept for minutes while its live heap stayed flat
+/// (docs/performance.md, "Node memory").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks a Weft component and compares the result with the box's raw limits (Ed25519
 /// verify and batch-verify rates per core, fsync rate), measured in the same run. Prints a
 /// table and writes a JSON report. Build with --release: debug numbers mean nothing.
@@ -75,6 +81,10 @@ struct Args {
     /// temp dir). The fsync rate is measured there, so put it on the disk you care about.
     #[arg(long)]
     data_root: Option<PathBuf>,
+    /// Keep the temporary data directory (node logs, ledgers) instead of deleting it; its path
+    /// is printed. For reading the nodes' logs of a run, e.g. with `RUST_LOG` set.
+    #[arg(long)]
+    keep_data: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,5 +185,8 @@ fn main() -> anyhow::Result<()> {
         .context("recovery benchmark")?,
         Kind::Plot => anyhow::bail!("plot is handled before the benchmarks"),
     };
+    if args.keep_data {
+        eprintln!("bench: data kept in {}", dir.keep().display());
+    }
     report.emit(&args.out)
 }

@@ -298,6 +298,14 @@ impl Committer {
             phase1_time + (validated_at - started),
             validated_at.elapsed(),
         );
+        tracing::debug!(
+            block = number,
+            txs = validated.codes.len(),
+            phase1_ms = phase1_time.as_secs_f64() * 1e3,
+            in_order_ms = (validated_at - started).as_secs_f64() * 1e3,
+            commit_ms = validated_at.elapsed().as_secs_f64() * 1e3,
+            "block committed"
+        );
         Ok(Committed {
             number,
             codes: validated.codes,
