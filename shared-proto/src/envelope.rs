@@ -308,9 +308,11 @@ pub fn verify_node_request(
 }
 
 /// An envelope's payload, decoded once: the channel header (to route the envelope by its
-/// channel) and what [`verify_opened_deferred`] checks next.
+/// channel) and what [`verify_opened_deferred`] checks next. It holds the envelope it was
+/// decoded from, so the signature checked is the one over these bytes.
 #[derive(Debug, Clone)]
-pub struct OpenedPayload {
+pub struct OpenedPayload<'a> {
+    envelope: &'a Envelope,
     pub channel_header: ChannelHeader,
     signature_header: Option<SignatureHeader>,
     data: Vec<u8>,
@@ -318,7 +320,7 @@ pub struct OpenedPayload {
 
 /// Decodes `envelope`'s payload down to its channel header: the first checks of
 /// [`verify_envelope`], with the same errors.
-pub fn open_payload(envelope: &Envelope) -> Result<OpenedPayload, EnvelopeError> {
+pub fn open_payload(envelope: &Envelope) -> Result<OpenedPayload<'_>, EnvelopeError> {
     if envelope.payload.is_empty() {
         return Err(EnvelopeError::EmptyPayload);
     }
@@ -332,21 +334,20 @@ pub fn open_payload(envelope: &Envelope) -> Result<OpenedPayload, EnvelopeError>
         .channel_header
         .ok_or(EnvelopeError::MissingChannelHeader)?;
     Ok(OpenedPayload {
+        envelope,
         channel_header,
         signature_header: header.signature_header,
         data: payload.data,
     })
 }
 
-/// [`verify_envelope_deferred`] of an envelope whose payload `opened` was decoded by
-/// [`open_payload`] (not decoded again).
+/// [`verify_envelope_deferred`] of the envelope [`open_payload`] decoded (not decoded again).
 pub fn verify_opened_deferred(
     channel: &Channel,
-    envelope: &Envelope,
-    opened: OpenedPayload,
+    opened: OpenedPayload<'_>,
     now_unix: i64,
 ) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
-    verify_opened(channel, envelope, opened, now_unix, false)
+    verify_opened(channel, opened, now_unix, false)
 }
 
 fn verify_deferred(
@@ -356,17 +357,17 @@ fn verify_deferred(
     node_request: bool,
 ) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
     let opened = open_payload(envelope)?;
-    verify_opened(channel, envelope, opened, now_unix, node_request)
+    verify_opened(channel, opened, now_unix, node_request)
 }
 
 fn verify_opened(
     channel: &Channel,
-    envelope: &Envelope,
-    opened: OpenedPayload,
+    opened: OpenedPayload<'_>,
     now_unix: i64,
     node_request: bool,
 ) -> Result<(VerifiedEnvelope, PendingSignature), EnvelopeError> {
     let OpenedPayload {
+        envelope,
         channel_header,
         signature_header,
         data,

@@ -232,7 +232,7 @@ async fn order_checked(registry: &Registry, envelope: Envelope) -> Result<String
     let _held = registry.in_flight.reserve(size).await?;
     let config = channel.config();
     let now = registry.now_unix();
-    let (verified, signature) = verify_opened_deferred(&config, &envelope, opened, now)?;
+    let (verified, signature) = verify_opened_deferred(&config, opened, now)?;
     registry
         .signatures
         .verify(signature)
