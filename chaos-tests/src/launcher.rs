@@ -151,7 +151,7 @@ impl Drop for NodeProcess {
 /// Names the node (as the bench and devnet name it, e.g. `Org1MSP/peer0`) that gets the
 /// environment in [`PROFILE_ENV`]: a profiler preloaded into one node of a run, e.g. heaptrack's
 /// `LD_PRELOAD=/usr/lib/heaptrack/libheaptrack_preload.so;DUMP_HEAPTRACK_OUTPUT=FIFO`
-/// (docs/performance.md, "Peer memory").
+/// (docs/performance.md, "Round 3", "Node memory").
 pub const PROFILE_NODE: &str = "WEFT_PROFILE_NODE";
 /// `KEY=VALUE` pairs, separated by `;`, set for the node [`PROFILE_NODE`] names only.
 pub const PROFILE_ENV: &str = "WEFT_PROFILE_ENV";

@@ -6,8 +6,8 @@
 //! (Fabric's block cutter starts its timer when the first envelope of a block enters it), not
 //! from when the leader saw it applied: counting from the apply added one Raft round (the ack,
 //! 20–40 ms under load) to every block cut by the timer. The proposer learns the receipt from
-//! the answer to its own entry ([`super::proposer::PendingSince`]); envelopes this node did not propose (a
-//! previous leader's) count from when this node sees them pending.
+//! the answer to its own entry ([`super::proposer::PendingSince`]); envelopes this node did
+//! not propose (a previous leader's) count from when this node sees them pending.
 
 use std::sync::Arc;
 use std::time::Duration;
