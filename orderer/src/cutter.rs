@@ -2,8 +2,8 @@
 //! -> deliver).
 //!
 //! Pure: no clock, no IO. Every node runs it on the same committed entries, so every node cuts
-//! the same blocks; the leader's timer only proposes a `TimeToCut` entry, applied through
-//! [`BlockCutter::cut`].
+//! the same blocks; the leader's timer only proposes a `TimeToCut` (or `QuietCut`) entry,
+//! applied through [`BlockCutter::cut`].
 //!
 //! | envelope size `s`, pending bytes `p`, pending count `n` | result                                   |
 //! |---------------------------------------------------------|------------------------------------------|
@@ -12,8 +12,8 @@
 //! | `p + s > bytes_preferred_max`                           | pending cut, envelope starts the next batch |
 //! | otherwise                                               | appended                                 |
 //! | then `n + 1 == message_count_max`                       | pending cut                              |
-//! | `TimeToCut` for the next block, `n > 0`                 | pending cut                              |
-//! | `TimeToCut` for the next block, `n == 0` or stale        | nothing                                  |
+//! | `TimeToCut`/`QuietCut` for the next block, `n > 0`      | pending cut                              |
+//! | `TimeToCut`/`QuietCut` for the next block, `n == 0` or stale | nothing                             |
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -49,15 +49,18 @@ pub enum CutReason {
     Timeout,
     /// A config block, and the envelopes cut ahead of it.
     Config,
+    /// The leader had nothing more on its way to the log (a `QuietCut` entry).
+    Quiet,
 }
 
 impl CutReason {
-    pub const ALL: [CutReason; 5] = [
+    pub const ALL: [CutReason; 6] = [
         CutReason::Count,
         CutReason::Bytes,
         CutReason::Large,
         CutReason::Timeout,
         CutReason::Config,
+        CutReason::Quiet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl CutReason {
             CutReason::Large => "large",
             CutReason::Timeout => "timeout",
             CutReason::Config => "config",
+            CutReason::Quiet => "quiet",
         }
     }
 

@@ -267,7 +267,7 @@ pub async fn start(
             channel.raft.clone(),
             channel.status.clone(),
             channel.config.clone(),
-            channel.proposer.pending_since(),
+            channel.proposer.activity(),
         )),
         tokio::spawn(crate::membership::run(channel.clone(), me)),
         tokio::spawn(crate::consensus::snapshot::trigger_when_grown(

@@ -38,10 +38,16 @@ pub struct Options {
     pub clients: usize,
     /// Total offered tx/s (0: closed loop, as fast as the clients go).
     pub rate: u64,
+    /// The channel's batch timeout (the dev network's: 100 ms).
+    pub batch_timeout_ms: u64,
 }
 
 /// Runs the benchmark with node processes started from `exe` (`exe node <kind> --config`).
 pub async fn run(o: &Options, raw: RawLimits, dir: &Path, exe: &Path) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        o.batch_timeout_ms > 0,
+        "--batch-timeout-ms must be at least 1"
+    );
     let mut topo = Topology {
         name: "bench-e2e".into(),
         orderers: 3,
@@ -49,7 +55,7 @@ pub async fn run(o: &Options, raw: RawLimits, dir: &Path, exe: &Path) -> anyhow:
         peers_per_org: 2,
         connected_peers_per_org: 1,
         batch_size: 500,
-        batch_timeout_ms: 100,
+        batch_timeout_ms: o.batch_timeout_ms,
         base_port: 0,
     };
     let ports = 3 * topo.orderers + 3 * topo.orgs * topo.peers_per_org;

@@ -20,7 +20,9 @@
 //!    delivered latency of envelopes sent in that window;
 //! 4. **half rate**, open loop: envelopes sent on a fixed schedule at half the delivered rate
 //!    of phase 3, for `--seconds`; latency counts from the *scheduled* send time, so a client
-//!    that falls behind cannot hide queueing (no coordinated omission).
+//!    that falls behind cannot hide queueing (no coordinated omission);
+//! 5. **low rate**, open loop at [`LOW_RATE`] tx/s (a light load: where a block cut only by
+//!    the batch timeout would show), for `--seconds` (at least 2 s).
 //!
 //! Cost per phase and step: CPU busy of every process taking part, storage bytes written
 //! (`/proc/<pid>/io`, all three nodes) per envelope and per KiB of encoded envelope (write
@@ -71,6 +73,8 @@ const SUBSCRIBER: usize = 0;
 const WARMUP: Duration = Duration::from_millis(1500);
 /// In-flight of the warm-up when the sweep picks the level.
 const WARMUP_IN_FLIGHT: usize = 256;
+/// The low-rate phase's offered load, tx/s (issue 14: delivered p50 ≤ 15 ms there).
+pub const LOW_RATE: f64 = 100.0;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -86,16 +90,21 @@ pub struct Options {
     /// The orderers as processes of their own started from this executable (`EXE node orderer
     /// --config FILE`); `None`: in this process.
     pub processes: Option<std::path::PathBuf>,
+    /// The channel's batch timeout (the sample network's: 100 ms).
+    pub batch_timeout_ms: u64,
 }
 
-/// The channel's batch settings: 500 envelopes / 2 MiB preferred / 10 MiB absolute / 100 ms.
-fn batch() -> BatchSpec {
-    BatchSpec {
-        message_count_max: 500,
-        bytes_preferred_max: 2 * 1024 * 1024,
-        bytes_absolute_max: 10 * 1024 * 1024,
-        timeout_ms: 100,
-        retry_window_txs: 0,
+impl Options {
+    /// The channel's batch settings: 500 envelopes / 2 MiB preferred / 10 MiB absolute / the
+    /// batch timeout (100 ms unless `--batch-timeout-ms`).
+    fn batch(&self) -> BatchSpec {
+        BatchSpec {
+            message_count_max: 500,
+            bytes_preferred_max: 2 * 1024 * 1024,
+            bytes_absolute_max: 10 * 1024 * 1024,
+            timeout_ms: self.batch_timeout_ms,
+            retry_window_txs: 0,
+        }
     }
 }
 
@@ -156,9 +165,13 @@ pub fn run(opts: &Options, raw: RawLimits, dir: &std::path::Path) -> anyhow::Res
         "--streams-per-node must be at least 1"
     );
     anyhow::ensure!(opts.in_flight != Some(0), "--in-flight must be at least 1");
+    anyhow::ensure!(
+        opts.batch_timeout_ms > 0,
+        "--batch-timeout-ms must be at least 1"
+    );
     let mut cluster = match &opts.processes {
-        Some(exe) => Cluster::start_processes(dir, exe, &batch())?,
-        None => Cluster::start_in_process(dir, batch())?,
+        Some(exe) => Cluster::start_processes(dir, exe, &opts.batch())?,
+        None => Cluster::start_in_process(dir, opts.batch())?,
     };
     let rt = super::client_runtime(raw.cores)?;
     let result = drive(&mut cluster, &rt, opts, raw);
@@ -358,6 +371,20 @@ fn drive(
     let half_length = Duration::from_secs_f64(half_count as f64 / half_rate);
     let (from, to) = steady(half_start, half_length);
     let half_stats = stats(&tracker, &half, from, to);
+
+    // 5. Low rate, open loop.
+    let low_count = (LOW_RATE * opts.seconds.max(2.0)).ceil() as usize;
+    let (low, low_start, low_cost) = run_phase(
+        cluster,
+        "low rate",
+        low_count,
+        Pace::Open { rate: LOW_RATE },
+    )?;
+    let (from, to) = steady(
+        low_start,
+        Duration::from_secs_f64(low_count as f64 / LOW_RATE),
+    );
+    let low_stats = stats(&tracker, &low, from, to);
     deliver.abort();
     let foreign = tracker.foreign.load(Ordering::Relaxed);
     let lanes = lanes.len();
@@ -373,6 +400,7 @@ fn drive(
         stop,
         full: (full_count, exhausted, full_stats, full_cost),
         half: (half_rate, half_stats, half_cost),
+        low: (low_stats, low_cost),
         foreign,
     })
 }

@@ -71,6 +71,10 @@ struct Args {
     /// ordering: size of each envelope's body, bytes.
     #[arg(long, default_value_t = 1024)]
     body_bytes: usize,
+    /// ordering, e2e: the channel's batch timeout in ms (the sample network's is 100), to see
+    /// what it changes.
+    #[arg(long, default_value_t = 100)]
+    batch_timeout_ms: u64,
     /// recovery: chain height to build before the restarts.
     #[arg(long, default_value_t = 100_000)]
     blocks: u64,
@@ -147,6 +151,7 @@ fn main() -> anyhow::Result<()> {
                 in_flight: args.in_flight,
                 streams_per_node: args.streams_per_node,
                 body_bytes: args.body_bytes,
+                batch_timeout_ms: args.batch_timeout_ms,
                 processes: if args.processes {
                     Some(std::env::current_exe().context("locating this executable")?)
                 } else {
@@ -165,6 +170,7 @@ fn main() -> anyhow::Result<()> {
                         seconds: args.seconds,
                         clients: args.clients,
                         rate: args.rate,
+                        batch_timeout_ms: args.batch_timeout_ms,
                     },
                     raw,
                     dir.path(),

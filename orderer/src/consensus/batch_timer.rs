@@ -1,13 +1,24 @@
-//! The batch timeout: the leader proposes `TimeToCut{b}` once the envelopes pending for block
-//! `b` have waited the channel's `timeout_ms`. The cut itself is an entry in the log, so every
-//! node cuts the same blocks whatever its own clock says.
+//! When the leader cuts the pending block: the quiet cut and the batch timeout. Both are
+//! decided by the leader alone and reach every node as an entry in the log (`QuietCut{b}`,
+//! `TimeToCut{b}`), so every node cuts the same blocks whatever its own clock says.
 //!
-//! The wait counts from when the leader received the oldest envelope pending for the block
-//! (Fabric's block cutter starts its timer when the first envelope of a block enters it), not
-//! from when the leader saw it applied: counting from the apply added one Raft round (the ack,
-//! 20–40 ms under load) to every block cut by the timer. The proposer learns the receipt from
-//! the answer to its own entry ([`super::proposer::PendingSince`]); envelopes this node did
-//! not propose (a previous leader's) count from when this node sees them pending.
+//! - **Quiet cut**: every envelope this node's proposer took has been answered (applied, or
+//!   refused) and envelopes wait for block `b`: nothing more is on its way from this leader,
+//!   so waiting longer would only add latency. Under load the proposer always has envelopes
+//!   queued or in flight, so blocks fill by count, size or the timeout as before; at a low or
+//!   bursty rate a block is cut one Raft round after its last envelope is applied, not a
+//!   timeout after its first was received. Fabric cuts only by count, size and timeout, so
+//!   its users tune `BatchTimeout` down for latency and up for block size; here the timeout
+//!   is only a backstop.
+//! - **Batch timeout**: the envelopes pending for `b` have waited the channel's `timeout_ms`,
+//!   counted from when the leader received the oldest of them (Fabric's block cutter starts its
+//!   timer when the first envelope of a block enters it), not from when the leader saw it
+//!   applied: counting from the apply added one Raft round (the ack, 20–40 ms under load) to
+//!   every block cut by the timer. The proposer learns the receipt from the answer to its own
+//!   entry ([`super::proposer::PendingSince`]); envelopes this node did not propose (a
+//!   previous leader's) count from when this node sees them pending.
+//!
+//! One cut is proposed per block; if it is lost (leader change) the timeout proposes again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::proposer::Activity;
 use super::proposer::Consensus;
 use super::state_machine::SmStatus;
 use super::Request;
@@ -28,19 +40,20 @@ struct Track {
     fired: bool,
 }
 
-/// Proposes `TimeToCut{b}` when this node leads and the envelopes pending for block `b` have
-/// waited the batch timeout. A stale or duplicate marker is harmless: the state machine ignores
-/// it, so a new leader simply starts its own timer for whatever is pending.
+/// Proposes `QuietCut{b}` or `TimeToCut{b}` when this node leads (see the module doc). A
+/// stale or duplicate marker is harmless: the state machine ignores it, so a new leader simply
+/// starts its own timer for whatever is pending.
 pub async fn run(
     raft: impl Consensus,
     mut status: watch::Receiver<SmStatus>,
     config: watch::Receiver<Arc<shared_proto::channel::Channel>>,
-    mut pending_since: watch::Receiver<Option<(u64, Instant)>>,
+    mut activity: Activity,
 ) {
     let mut tracking: Option<Track> = None;
     loop {
         let st = status.borrow_and_update().clone();
-        let noted = *pending_since.borrow_and_update();
+        let noted = *activity.pending_since.borrow_and_update();
+        let quiet = *activity.outstanding.borrow_and_update() == 0;
         // The config in force sets the timeout (a config block may change it).
         let timeout = Duration::from_millis(config.borrow().batch_timeout_ms());
         if st.pending == 0 {
@@ -63,6 +76,20 @@ pub async fn run(
                 track.deadline = track.deadline.min(received + timeout);
             }
         }
+        if quiet && !track.fired && leading(&raft) {
+            propose(
+                &raft,
+                Request::QuietCut {
+                    block_number: track.block,
+                },
+            );
+            // Act again after a timeout if the block is still not cut (lost proposal).
+            track = Track {
+                deadline: Instant::now() + timeout,
+                fired: true,
+                ..track
+            };
+        }
         tracking = Some(track);
         tokio::select! {
             changed = status.changed() => {
@@ -70,25 +97,19 @@ pub async fn run(
                     return;
                 }
             }
-            changed = pending_since.changed() => {
+            changed = activity.pending_since.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            changed = activity.outstanding.changed() => {
                 if changed.is_err() {
                     return;
                 }
             }
             () = tokio::time::sleep_until(track.deadline) => {
-                let leading = {
-                    let m = raft.metrics();
-                    let m = m.borrow();
-                    m.current_leader == Some(m.id)
-                };
-                if leading {
-                    let raft = raft.clone();
-                    let block_number = track.block;
-                    tokio::spawn(async move {
-                        if let Err(e) = raft.write(Request::TimeToCut { block_number }).await {
-                            tracing::debug!(error = %e, block_number, "time-to-cut not proposed");
-                        }
-                    });
+                if leading(&raft) {
+                    propose(&raft, Request::TimeToCut { block_number: track.block });
                 }
                 // Act again after another timeout if the block is still not cut (lost
                 // proposal, or leadership moved here later).
@@ -100,6 +121,23 @@ pub async fn run(
             }
         }
     }
+}
+
+fn leading(raft: &impl Consensus) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.current_leader == Some(m.id)
+}
+
+/// Proposes a cut marker without waiting for it: the state machine's status says when (and
+/// whether) it cut.
+fn propose(raft: &impl Consensus, request: Request) {
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        if let Err(e) = raft.write(request.clone()).await {
+            tracing::debug!(error = %e, ?request, "cut marker not proposed");
+        }
+    });
 }
 
 #[cfg(test)]

@@ -17,10 +17,13 @@ struct Timer {
     raft: ScriptedRaft,
     status: watch::Sender<SmStatus>,
     since: watch::Sender<Option<(u64, Instant)>>,
+    /// Envelopes the proposer took and has not answered; 1 unless a test sets it.
+    outstanding: watch::Sender<usize>,
     _config: watch::Sender<Arc<Channel>>,
 }
 
-/// A batch timer for the test channel (its timeout is [`TIMEOUT`]), leading unless told.
+/// A batch timer for the test channel (its timeout is [`TIMEOUT`]), leading unless told, with
+/// its proposer busy (one envelope outstanding: no quiet cut) unless told.
 fn start(raft: ScriptedRaft) -> Timer {
     let (_dir, generated) = test_material::generate();
     let genesis =
@@ -30,16 +33,21 @@ fn start(raft: ScriptedRaft) -> Timer {
     let config = watch::Sender::new(Arc::new(channel));
     let status = watch::Sender::new(SmStatus::default());
     let since = watch::Sender::new(None);
+    let outstanding = watch::Sender::new(1);
     tokio::spawn(run(
         raft.clone(),
         status.subscribe(),
         config.subscribe(),
-        since.subscribe(),
+        Activity {
+            pending_since: since.subscribe(),
+            outstanding: outstanding.subscribe(),
+        },
     ));
     Timer {
         raft,
         status,
         since,
+        outstanding,
         _config: config,
     }
 }
@@ -155,7 +163,66 @@ fn follower_never_proposes_a_cut() {
         let received = Instant::now();
         t.status.send_replace(pending(2));
         t.since.send_replace(Some((2, received)));
+        t.outstanding.send_replace(0);
         until(received + TIMEOUT * 3).await;
+        assert!(t.raft.cuts.lock().unwrap().is_empty());
+        assert!(t.raft.quiet_cuts.lock().unwrap().is_empty());
+    });
+}
+
+/// A leader with nothing more on its way to the log cuts what is pending at once instead of
+/// letting it wait out the timeout.
+#[test]
+fn quiet_leader_cuts_the_pending_block_at_once() {
+    on_paused_clock(|| async {
+        let t = start(ScriptedRaft::leader(Script::Commit(Default::default())));
+        t.outstanding.send_replace(0);
+        let applied = Instant::now();
+        t.status.send_replace(pending(6));
+        t.since.send_replace(Some((6, applied)));
+        until(applied + TIMEOUT / 2).await;
+        assert_eq!(
+            t.raft.quiet_cuts.lock().unwrap().clone(),
+            vec![(6, applied)]
+        );
+        assert!(t.raft.cuts.lock().unwrap().is_empty());
+    });
+}
+
+/// While envelopes it took are still being ordered, the leader does not cut: they would miss
+/// the block by one entry. It cuts as soon as the last of them is answered, once per block.
+#[test]
+fn busy_leader_cuts_when_its_last_envelope_is_answered_once_per_block() {
+    on_paused_clock(|| async {
+        let t = start(ScriptedRaft::leader(Script::Commit(Default::default())));
+        let received = Instant::now();
+        t.status.send_replace(pending(8));
+        t.since.send_replace(Some((8, received)));
+        until(received + Duration::from_millis(30)).await;
+        assert!(t.raft.quiet_cuts.lock().unwrap().is_empty(), "busy: no cut");
+        let answered = Instant::now();
+        t.outstanding.send_replace(0);
+        until(answered + Duration::from_millis(10)).await;
+        // More envelopes for the same block come and go before the cut is applied.
+        t.outstanding.send_replace(2);
+        t.status.send_replace(SmStatus {
+            pending: 5,
+            ..pending(8)
+        });
+        t.outstanding.send_replace(0);
+        until(answered + Duration::from_millis(20)).await;
+        assert_eq!(
+            t.raft.quiet_cuts.lock().unwrap().clone(),
+            vec![(8, answered)]
+        );
+        // The next block is cut when it is quiet again.
+        let next = Instant::now();
+        t.status.send_replace(pending(9));
+        until(next + Duration::from_millis(10)).await;
+        assert_eq!(
+            t.raft.quiet_cuts.lock().unwrap().clone(),
+            vec![(8, answered), (9, next)]
+        );
         assert!(t.raft.cuts.lock().unwrap().is_empty());
     });
 }

@@ -3,7 +3,7 @@
 //!
 //! One openraft group per channel. Raft entries are batches of verified envelopes, plus
 //! `TimeToCut{block_number}` markers the leader proposes when the oldest pending envelope has
-//! waited the batch timeout. Every node applies the same committed entries through the same
+//! waited the batch timeout, or `QuietCut{block_number}` when it has nothing more to add. Every node applies the same committed entries through the same
 //! pure [`crate::cutter`], so every node cuts the same blocks: no in-flight chain on the leader,
 //! nothing to fence on leader change, fork-freedom by construction.
 
@@ -64,6 +64,10 @@ pub enum Request {
     /// Cut the pending envelopes into block `block_number`, if it is still the next block.
     /// A stale marker (the block was already cut by count or size) does nothing.
     TimeToCut { block_number: u64 },
+    /// Cut the pending envelopes into block `block_number`, if it is still the next block,
+    /// because the leader had nothing more on its way to the log (the quiet cut of
+    /// [`batch_timer`]). Applied as `TimeToCut`; only the recorded reason differs.
+    QuietCut { block_number: u64 },
 }
 
 /// What applying an entry did.

@@ -145,11 +145,49 @@ fn note_pending(since: &PendingSince, block: u64, received: Instant) {
     });
 }
 
+/// Envelopes this node's proposer has taken and not yet answered (queued, in an entry being
+/// proposed, or being forwarded). Receivers hear only of its moves to and from zero: at zero,
+/// everything this node received is applied, so the batch timer may cut the pending block.
+type Outstanding = watch::Sender<usize>;
+
+/// Counts one submission in [`Outstanding`] until dropped (answered, or its caller gone).
+struct OutstandingGuard(Arc<Outstanding>);
+
+impl OutstandingGuard {
+    fn new(outstanding: &Arc<Outstanding>) -> Self {
+        outstanding.send_if_modified(|n| {
+            *n += 1;
+            *n == 1
+        });
+        OutstandingGuard(outstanding.clone())
+    }
+}
+
+impl Drop for OutstandingGuard {
+    fn drop(&mut self) {
+        self.0.send_if_modified(|n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+/// What the batch timer learns from this node's proposer ([`super::batch_timer`]).
+#[derive(Debug, Clone)]
+pub struct Activity {
+    /// See [`PendingSince`].
+    pub pending_since: watch::Receiver<Option<(u64, Instant)>>,
+    /// Envelopes taken and not yet answered; 0: nothing more is on its way into the log from
+    /// this node.
+    pub outstanding: watch::Receiver<usize>,
+}
+
 /// Hands envelopes to Raft for one channel.
 #[derive(Debug, Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Submission>,
     pending_since: Arc<PendingSince>,
+    outstanding: Arc<Outstanding>,
 }
 
 impl Proposer {
@@ -172,17 +210,26 @@ impl Proposer {
             rx,
             pending_since.clone(),
         ));
-        Proposer { tx, pending_since }
+        Proposer {
+            tx,
+            pending_since,
+            outstanding: Arc::new(Outstanding::new(0)),
+        }
     }
 
-    /// Since when envelopes this node proposed wait in the pending block (for the batch timer).
-    pub fn pending_since(&self) -> watch::Receiver<Option<(u64, Instant)>> {
-        self.pending_since.subscribe()
+    /// What the batch timer watches: since when envelopes this node proposed wait in the
+    /// pending block, and whether any it took are not yet answered.
+    pub fn activity(&self) -> Activity {
+        Activity {
+            pending_since: self.pending_since.subscribe(),
+            outstanding: self.outstanding.subscribe(),
+        }
     }
 
     /// Orders `envelope`; returns once it is committed. `forwardable`: a follower may forward
     /// it to the leader (false for envelopes that were themselves forwarded).
     pub async fn submit(&self, envelope: Vec<u8>, forwardable: bool) -> Result<(), ProposeError> {
+        let _outstanding = OutstandingGuard::new(&self.outstanding);
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Submission {

@@ -165,7 +165,7 @@ async fn leader_notes_when_it_received_the_envelopes_left_pending_in_a_block() {
         ..Response::default()
     }));
     let proposer = Proposer::spawn("ch".into(), raft.clone(), clients);
-    let since = proposer.pending_since();
+    let since = proposer.activity().pending_since;
     let submitted = Instant::now();
     tokio::time::advance(Duration::from_millis(30)).await;
     proposer.submit(b"a".to_vec(), true).await.unwrap();
@@ -187,4 +187,33 @@ async fn leader_notes_when_it_received_the_envelopes_left_pending_in_a_block() {
         *since.borrow(),
         Some((7, submitted + Duration::from_millis(30)))
     );
+}
+
+/// The quiet cut waits for every envelope the proposer took to be answered: one still in an
+/// entry being written counts, one answered or abandoned by its caller does not.
+#[tokio::test(start_paused = true)]
+async fn outstanding_counts_envelopes_taken_until_answered_or_abandoned() {
+    let (_dir, clients) = clients();
+    let raft = ScriptedRaft::leader(Script::Commit(Response::default()));
+    let proposer = Proposer::spawn("ch".into(), raft.clone(), clients);
+    let mut outstanding = proposer.activity().outstanding;
+    assert_eq!(*outstanding.borrow_and_update(), 0);
+    proposer.submit(b"a".to_vec(), true).await.unwrap();
+    assert_eq!(
+        *outstanding.borrow_and_update(),
+        0,
+        "answered: no longer outstanding"
+    );
+    // A write that hangs keeps its envelope outstanding.
+    *raft.script.lock().unwrap() = Script::Hang;
+    let hanging = tokio::spawn({
+        let proposer = proposer.clone();
+        async move { proposer.submit(b"b".to_vec(), true).await }
+    });
+    outstanding.changed().await.unwrap();
+    assert_eq!(*outstanding.borrow_and_update(), 1);
+    // Its caller goes away (a Broadcast stream closed): the envelope no longer counts.
+    hanging.abort();
+    outstanding.changed().await.unwrap();
+    assert_eq!(*outstanding.borrow_and_update(), 0);
 }

@@ -38,6 +38,8 @@ pub struct ScriptedRaft {
     pub writes: Arc<std::sync::atomic::AtomicUsize>,
     /// The `TimeToCut` markers written, with when.
     pub cuts: Arc<Mutex<Vec<(u64, Instant)>>>,
+    /// The `QuietCut` markers written, with when.
+    pub quiet_cuts: Arc<Mutex<Vec<(u64, Instant)>>>,
 }
 
 impl ScriptedRaft {
@@ -50,6 +52,7 @@ impl ScriptedRaft {
             metrics: Arc::new(watch::Sender::new(m)),
             writes: Arc::default(),
             cuts: Arc::default(),
+            quiet_cuts: Arc::default(),
         }
     }
 
@@ -66,11 +69,18 @@ impl Consensus for ScriptedRaft {
         &self,
         request: Request,
     ) -> impl Future<Output = Result<ClientWriteResponse<TypeConfig>, WriteError>> + Send {
-        if let Request::TimeToCut { block_number } = request {
-            self.cuts
+        match request {
+            Request::TimeToCut { block_number } => self
+                .cuts
                 .lock()
                 .unwrap()
-                .push((block_number, Instant::now()));
+                .push((block_number, Instant::now())),
+            Request::QuietCut { block_number } => self
+                .quiet_cuts
+                .lock()
+                .unwrap()
+                .push((block_number, Instant::now())),
+            Request::Envelopes(_) => {}
         }
         let script = self.script.lock().unwrap().clone();
         let n = self

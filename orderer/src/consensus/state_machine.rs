@@ -471,12 +471,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         response.pending_in = Some(self.state.next_block);
                     }
                 }
-                EntryPayload::Normal(Request::TimeToCut { block_number }) => {
+                EntryPayload::Normal(
+                    ref cut @ (Request::TimeToCut { block_number }
+                    | Request::QuietCut { block_number }),
+                ) => {
                     if block_number == self.state.next_block
                         && self.state.cutter.pending_count() > 0
                     {
+                        let reason = match cut {
+                            Request::QuietCut { .. } => CutReason::Quiet,
+                            _ => CutReason::Timeout,
+                        };
                         let batch = self.state.cutter.cut();
-                        self.cut_block(&mut wb, batch, CutReason::Timeout);
+                        self.cut_block(&mut wb, batch, reason);
                         response.blocks_cut += 1;
                     }
                 }

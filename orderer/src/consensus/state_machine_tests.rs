@@ -149,6 +149,40 @@ async fn apply_cuts_by_count_and_size_drops_a_retry_ignores_a_stale_time_to_cut(
     assert_eq!(sm.store.height(), sm.state.next_block);
 }
 
+/// The leader's quiet cut is applied like the timeout's and counted as its own reason; a stale
+/// one (the block was cut since) does nothing, and neither cuts an empty block.
+#[tokio::test]
+async fn quiet_cut_cuts_the_pending_block_once_and_is_counted_as_quiet() {
+    let f = fixture();
+    let db = Database::builder(&f.db_path).open().unwrap();
+    let mut sm = open_sm(&f, &db);
+    let quiet = |sm: &StateMachine| sm.blocks_cut[CutReason::Quiet.index()];
+    let r = sm
+        .apply([
+            entry(1, Request::Envelopes(vec![tx(&f, b"a")])),
+            entry(2, Request::QuietCut { block_number: 1 }),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(r[0].pending_in, Some(1));
+    assert_eq!(
+        (r[1].blocks_cut, sm.state.next_block, quiet(&sm)),
+        (1, 2, 1)
+    );
+    // Stale (block 1 is cut) and empty (nothing pending for block 2): nothing happens.
+    let r = sm
+        .apply([
+            entry(3, Request::QuietCut { block_number: 1 }),
+            entry(4, Request::QuietCut { block_number: 2 }),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((r[0].blocks_cut, r[1].blocks_cut), (0, 0));
+    assert_eq!((sm.state.next_block, quiet(&sm)), (2, 1));
+    assert_eq!(sm.blocks_cut[CutReason::Timeout.index()], 0);
+    assert_eq!(sm.store.height(), 2);
+}
+
 /// The state machine persists only snapshots: after a reopen it resumes from the last one, and
 /// re-applying the entries after it cuts byte-identical blocks (signatures are deterministic).
 #[tokio::test]

@@ -132,23 +132,23 @@ async fn leader_stopped_and_restarted_is_reported_by_every_nodes_raft_metrics() 
         height >= 5,
         "expected 4 blocks after genesis: height {height}"
     );
-    // Each of those blocks was cut by the batch timeout, on every node (the count is each
-    // node's own: they apply the same entries).
+    // Each of those blocks was cut by the quiet cut (the leader had nothing more on its way),
+    // on every node (the count is each node's own: they apply the same entries).
     for i in 0..3 {
         let (_, body) = cluster.ops_get(i, "/metrics").await?;
-        let timeout_cuts: f64 = body
+        let quiet_cuts: f64 = body
             .lines()
             .find_map(|l| {
                 l.strip_prefix(&format!(
-                    "weft_orderer_blocks_cut_total{{channel=\"{CHANNEL}\",reason=\"timeout\"}} "
+                    "weft_orderer_blocks_cut_total{{channel=\"{CHANNEL}\",reason=\"quiet\"}} "
                 ))
             })
-            .with_context(|| format!("node {i}: no timeout cut count in {body}"))?
+            .with_context(|| format!("node {i}: no quiet cut count in {body}"))?
             .trim()
             .parse()?;
         anyhow::ensure!(
-            timeout_cuts >= 4.0,
-            "node {i}: {timeout_cuts} blocks cut by timeout"
+            quiet_cuts >= 4.0,
+            "node {i}: {quiet_cuts} blocks cut by the quiet cut"
         );
     }
     for i in 0..3 {

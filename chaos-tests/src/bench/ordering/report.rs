@@ -18,6 +18,8 @@ pub(super) struct Measured<'a> {
     pub(super) full: (usize, bool, PhaseStats, Cost),
     /// Target rate, stats, cost.
     pub(super) half: (f64, PhaseStats, Cost),
+    /// Stats and cost at [`super::LOW_RATE`].
+    pub(super) low: (PhaseStats, Cost),
     pub(super) foreign: u64,
 }
 
@@ -34,6 +36,7 @@ pub(super) fn report(m: Measured) -> anyhow::Result<Report> {
         stop,
         full: (full_count, exhausted, full_stats, full_cost),
         half: (half_rate, half_stats, half_cost),
+        low: (low_stats, low_cost),
         foreign,
     } = m;
     let bound = raw.cores as f64 * raw.verify_per_s_per_core;
@@ -123,19 +126,25 @@ pub(super) fn report(m: Measured) -> anyhow::Result<Report> {
     notes.extend([
         format!("full rate: blocks cut by {}", cuts(&full_cost)),
         format!("half rate: blocks cut by {}", cuts(&half_cost)),
+        format!("low rate: blocks cut by {}", cuts(&low_cost)),
         format!(
             "full rate: {} blocks, {:.1} envelopes/block on average (cut at {} or after {} ms)",
             full_stats.blocks,
             full_stats.tx_per_block,
-            batch().message_count_max,
-            batch().timeout_ms
+            opts.batch().message_count_max,
+            opts.batch().timeout_ms
         ),
         format!(
             "half rate: {} blocks, {:.1} envelopes/block; target {half_rate:.0} tx/s",
             half_stats.blocks, half_stats.tx_per_block
         ),
+        format!(
+            "low rate: {} blocks, {:.1} envelopes/block; target {LOW_RATE:.0} tx/s",
+            low_stats.blocks, low_stats.tx_per_block
+        ),
         cost_note("full rate", &full_cost),
         cost_note("half rate", &half_cost),
+        cost_note("low rate", &low_cost),
     ]);
     let little = in_flight as f64 / (full_stats.ack_latency.p50 / 1e3).max(1e-6);
     let cpu_bound = full_cost.cores_busy >= 0.85 * raw.cores as f64;
@@ -172,6 +181,11 @@ pub(super) fn report(m: Measured) -> anyhow::Result<Report> {
                 half_stats.delivered_latency,
             ),
             (
+                "latency_low_rate_ms".into(),
+                format!("broadcast→delivered, low rate ({LOW_RATE:.0}/s),"),
+                low_stats.delivered_latency,
+            ),
+            (
                 "latency_ack_ms".into(),
                 "broadcast→SUCCESS answer, full rate,".into(),
                 full_stats.ack_latency,
@@ -204,10 +218,26 @@ pub(super) fn report(m: Measured) -> anyhow::Result<Report> {
                 "tx/s delivered, half-rate phase".into(),
                 half_stats.delivered_per_s,
             ),
+            (
+                "full_rate_envelopes_per_block".into(),
+                "envelopes per block, full rate".into(),
+                full_stats.tx_per_block,
+            ),
+            (
+                "half_rate_envelopes_per_block".into(),
+                "envelopes per block, half rate".into(),
+                half_stats.tx_per_block,
+            ),
+            (
+                "low_rate_envelopes_per_block".into(),
+                "envelopes per block, low rate".into(),
+                low_stats.tx_per_block,
+            ),
         ]
         .into_iter()
         .chain(cut_extra("full_rate", &full_cost))
         .chain(cut_extra("half_rate", &half_cost))
+        .chain(cut_extra("low_rate", &low_cost))
         .chain(write_extra("full_rate", &full_cost))
         .chain(write_extra("half_rate", &half_cost))
         .chain([(
@@ -227,9 +257,9 @@ pub(super) fn report(m: Measured) -> anyhow::Result<Report> {
             "leader": leader,
             "deliver_subscriber": format!("orderer{}", SUBSCRIBER + 1),
             "batch": {
-                "message_count_max": batch().message_count_max,
-                "bytes_preferred_max": batch().bytes_preferred_max,
-                "timeout_ms": batch().timeout_ms,
+                "message_count_max": opts.batch().message_count_max,
+                "bytes_preferred_max": opts.batch().bytes_preferred_max,
+                "timeout_ms": opts.batch().timeout_ms,
             },
             "envelope_body_bytes": opts.body_bytes,
             "in_flight": in_flight,
@@ -240,6 +270,7 @@ pub(super) fn report(m: Measured) -> anyhow::Result<Report> {
             "warmup_tx_per_s": warm_rate,
             "full_rate_envelopes_presigned": full_count,
             "half_rate_target_tx_per_s": half_rate,
+            "low_rate_target_tx_per_s": LOW_RATE,
             "steady_window": "phase minus its first 10 % (0.1 to 1 s)",
         }),
         notes,
