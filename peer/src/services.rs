@@ -181,20 +181,20 @@ impl Query for PeerService {
             .enter()
             .map_err(query::QueryError::into_status)?;
         let max_wait = self.commit_waits.max_wait;
-        // Subscribe before looking, so a commit between the look and the wait is not missed.
-        let mut heights = channel.ledger.subscribe_height();
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
-            heights.borrow_and_update();
+            // Registered before looking, so a commit between the look and the wait is not
+            // missed; woken only by the commit of a block holding this tx id.
+            let mut wait = channel.ledger.wait_tx(&req.tx_id);
             if let Some(r) = channel.ledger.tx(&req.tx_id).map_err(ledger_err)? {
                 return Ok(Response::new(CommitStatusResponse {
                     validation_code: r.code,
                     block_number: r.block_num,
                 }));
             }
-            match tokio::time::timeout_at(deadline, heights.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(Status::unavailable("peer is shutting down")),
+            match tokio::time::timeout_at(deadline, wait.committed()).await {
+                Ok(true) => {}
+                Ok(false) => return Err(Status::unavailable("peer is shutting down")),
                 Err(_) => {
                     return Err(Status::deadline_exceeded(format!(
                         "tx {} not committed within {max_wait:?}",

@@ -2,14 +2,18 @@
 //! decided by the leader alone and reach every node as an entry in the log (`QuietCut{b}`,
 //! `TimeToCut{b}`), so every node cuts the same blocks whatever its own clock says.
 //!
-//! - **Quiet cut**: every envelope this node's proposer took has been answered (applied, or
-//!   refused) and envelopes wait for block `b`: nothing more is on its way from this leader,
-//!   so waiting longer would only add latency. Under load the proposer always has envelopes
-//!   queued or in flight, so blocks fill by count, size or the timeout as before; at a low or
-//!   bursty rate a block is cut one Raft round after its last envelope is applied, not a
-//!   timeout after its first was received. Fabric cuts only by count, size and timeout, so
-//!   its users tune `BatchTimeout` down for latency and up for block size; here the timeout
-//!   is only a backstop.
+//! - **Quiet cut**: envelopes wait for block `b`, and every envelope this node's proposer took
+//!   has been answered (applied, or refused) for as long as one of its entries takes now
+//!   ([`super::proposer::RoundTime`]: receipt to apply): nothing more is on its way, and an
+//!   envelope arriving now would wait about that long for its own entry anyway, so waiting
+//!   longer would only add latency. At a low or bursty rate a block is cut about two Raft
+//!   rounds after its last envelope arrived, not a timeout after its first. Under load the
+//!   proposer always has envelopes queued or in flight, and its rounds lengthen, so blocks
+//!   fill by count, size or the timeout as before. Fabric cuts only by count, size and
+//!   timeout, so its users tune `BatchTimeout` down for latency and up for block size; here
+//!   the timeout is a backstop. (Cutting as soon as the leader is idle, with no wait, made
+//!   more and smaller blocks in bursts and cost the saturated end-to-end bench 7–10 % of its
+//!   throughput: docs/performance.md, round 4.)
 //! - **Batch timeout**: the envelopes pending for `b` have waited the channel's `timeout_ms`,
 //!   counted from when the leader received the oldest of them (Fabric's block cutter starts its
 //!   timer when the first envelope of a block enters it), not from when the leader saw it
@@ -50,16 +54,32 @@ pub async fn run(
     mut activity: Activity,
 ) {
     let mut tracking: Option<Track> = None;
+    // Since when this node's proposer has had nothing outstanding (as seen here).
+    let mut quiet_from: Option<Instant> = None;
     loop {
         let st = status.borrow_and_update().clone();
         let noted = *activity.pending_since.borrow_and_update();
-        let quiet = *activity.outstanding.borrow_and_update() == 0;
+        if *activity.outstanding.borrow_and_update() == 0 {
+            quiet_from.get_or_insert_with(Instant::now);
+        } else {
+            quiet_from = None;
+        }
         // The config in force sets the timeout (a config block may change it).
         let timeout = Duration::from_millis(config.borrow().batch_timeout_ms());
         if st.pending == 0 {
             tracking = None;
-            if status.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                changed = activity.outstanding.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    quiet_from = None;
+                }
             }
             continue;
         }
@@ -76,21 +96,12 @@ pub async fn run(
                 track.deadline = track.deadline.min(received + timeout);
             }
         }
-        if quiet && !track.fired && leading(&raft) {
-            propose(
-                &raft,
-                Request::QuietCut {
-                    block_number: track.block,
-                },
-            );
-            // Act again after a timeout if the block is still not cut (lost proposal).
-            track = Track {
-                deadline: Instant::now() + timeout,
-                fired: true,
-                ..track
-            };
-        }
+        // Quiet for as long as an entry takes now: nothing more is expected soon.
+        let quiet_at = quiet_from
+            .filter(|_| !track.fired)
+            .map(|from| from + activity.round.get().min(timeout / 2));
         tracking = Some(track);
+        let wake = quiet_at.map_or(track.deadline, |q| q.min(track.deadline));
         tokio::select! {
             changed = status.changed() => {
                 if changed.is_err() {
@@ -106,10 +117,18 @@ pub async fn run(
                 if changed.is_err() {
                     return;
                 }
+                // It moved (to or from zero, maybe both since last seen): quiet from now on
+                // at the earliest.
+                quiet_from = None;
             }
-            () = tokio::time::sleep_until(track.deadline) => {
+            () = tokio::time::sleep_until(wake) => {
                 if leading(&raft) {
-                    propose(&raft, Request::TimeToCut { block_number: track.block });
+                    let block_number = track.block;
+                    propose(&raft, if quiet_at.is_some_and(|q| q <= Instant::now()) {
+                        Request::QuietCut { block_number }
+                    } else {
+                        Request::TimeToCut { block_number }
+                    });
                 }
                 // Act again after another timeout if the block is still not cut (lost
                 // proposal, or leadership moved here later).

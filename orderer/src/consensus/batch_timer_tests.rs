@@ -19,6 +19,8 @@ struct Timer {
     since: watch::Sender<Option<(u64, Instant)>>,
     /// Envelopes the proposer took and has not answered; 1 unless a test sets it.
     outstanding: watch::Sender<usize>,
+    /// How long an entry takes now; 0 (no linger) unless a test sets it.
+    round: Arc<super::super::proposer::RoundTime>,
     _config: watch::Sender<Arc<Channel>>,
 }
 
@@ -34,6 +36,7 @@ fn start(raft: ScriptedRaft) -> Timer {
     let status = watch::Sender::new(SmStatus::default());
     let since = watch::Sender::new(None);
     let outstanding = watch::Sender::new(1);
+    let round = Arc::new(super::super::proposer::RoundTime::default());
     tokio::spawn(run(
         raft.clone(),
         status.subscribe(),
@@ -41,6 +44,7 @@ fn start(raft: ScriptedRaft) -> Timer {
         Activity {
             pending_since: since.subscribe(),
             outstanding: outstanding.subscribe(),
+            round: round.clone(),
         },
     ));
     Timer {
@@ -48,6 +52,7 @@ fn start(raft: ScriptedRaft) -> Timer {
         status,
         since,
         outstanding,
+        round,
         _config: config,
     }
 }
@@ -222,6 +227,38 @@ fn busy_leader_cuts_when_its_last_envelope_is_answered_once_per_block() {
         assert_eq!(
             t.raft.quiet_cuts.lock().unwrap().clone(),
             vec![(8, answered), (9, next)]
+        );
+        assert!(t.raft.cuts.lock().unwrap().is_empty());
+    });
+}
+
+/// The leader waits to be quiet for as long as one of its entries takes now before it cuts: an
+/// envelope arriving meanwhile would only have waited that long for its own entry. Any new
+/// envelope restarts the wait.
+#[test]
+fn quiet_cut_waits_one_entry_round_of_quiet_and_restarts_when_an_envelope_arrives() {
+    on_paused_clock(|| async {
+        let t = start(ScriptedRaft::leader(Script::Commit(Default::default())));
+        let round = Duration::from_millis(20);
+        t.round.observe(round);
+        let start = Instant::now();
+        t.status.send_replace(pending(4));
+        t.outstanding.send_replace(0);
+        until(start + Duration::from_millis(10)).await;
+        // Another envelope, answered at once: quiet again from now.
+        t.outstanding.send_replace(1);
+        tokio::task::yield_now().await;
+        t.outstanding.send_replace(0);
+        let quiet = Instant::now();
+        until(quiet + round / 2).await;
+        assert!(
+            t.raft.quiet_cuts.lock().unwrap().is_empty(),
+            "not quiet long enough"
+        );
+        until(quiet + round * 2).await;
+        assert_eq!(
+            t.raft.quiet_cuts.lock().unwrap().clone(),
+            vec![(4, quiet + round)]
         );
         assert!(t.raft.cuts.lock().unwrap().is_empty());
     });

@@ -172,6 +172,32 @@ impl Drop for OutstandingGuard {
     }
 }
 
+/// How long this leader's entries take now, from the receipt of an entry's first envelope
+/// to the entry applied (queueing for an in-flight slot, the Raft round, the apply): a moving
+/// average (weight 1/8 per entry), in µs; 0 before the first entry.
+#[derive(Debug, Default)]
+pub struct RoundTime(std::sync::atomic::AtomicU64);
+
+impl RoundTime {
+    pub fn observe(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // One writer at a time in practice (entries are answered in turn); a lost update
+        // only delays the average by one sample.
+        let old = self.0.load(Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.0.store(new.max(1), Relaxed);
+    }
+
+    pub fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// What the batch timer learns from this node's proposer ([`super::batch_timer`]).
 #[derive(Debug, Clone)]
 pub struct Activity {
@@ -180,6 +206,8 @@ pub struct Activity {
     /// Envelopes taken and not yet answered; 0: nothing more is on its way into the log from
     /// this node.
     pub outstanding: watch::Receiver<usize>,
+    /// How long an entry of this leader takes now.
+    pub round: Arc<RoundTime>,
 }
 
 /// Hands envelopes to Raft for one channel.
@@ -188,6 +216,7 @@ pub struct Proposer {
     tx: mpsc::Sender<Submission>,
     pending_since: Arc<PendingSince>,
     outstanding: Arc<Outstanding>,
+    round: Arc<RoundTime>,
 }
 
 impl Proposer {
@@ -203,17 +232,19 @@ impl Proposer {
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue_max);
         let pending_since = Arc::new(PendingSince::new(None));
+        let round = Arc::new(RoundTime::default());
         tokio::spawn(batch_loop(
             channel_id,
             raft,
             clients,
             rx,
-            pending_since.clone(),
+            (pending_since.clone(), round.clone()),
         ));
         Proposer {
             tx,
             pending_since,
             outstanding: Arc::new(Outstanding::new(0)),
+            round,
         }
     }
 
@@ -223,6 +254,7 @@ impl Proposer {
         Activity {
             pending_since: self.pending_since.subscribe(),
             outstanding: self.outstanding.subscribe(),
+            round: self.round.clone(),
         }
     }
 
@@ -253,7 +285,7 @@ async fn batch_loop(
     raft: impl Consensus,
     clients: ClusterClients,
     mut rx: mpsc::Receiver<Submission>,
-    pending_since: Arc<PendingSince>,
+    learnt: (Arc<PendingSince>, Arc<RoundTime>),
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     // A submission that did not fit the previous batch starts the next one.
@@ -286,9 +318,9 @@ async fn batch_loop(
             return;
         };
         let (raft, clients, channel_id) = (raft.clone(), clients.clone(), channel_id.clone());
-        let pending_since = pending_since.clone();
+        let learnt = learnt.clone();
         tokio::spawn(async move {
-            propose(&channel_id, &raft, &clients, batch, &pending_since).await;
+            propose(&channel_id, &raft, &clients, batch, &learnt).await;
             drop(permit);
         });
     }
@@ -344,7 +376,7 @@ async fn propose(
     raft: &impl Consensus,
     clients: &ClusterClients,
     batch: Vec<Submission>,
-    pending_since: &PendingSince,
+    learnt: &(Arc<PendingSince>, Arc<RoundTime>),
 ) {
     let (me, leader, quorum_silent_ms) = {
         let m = raft.metrics();
@@ -370,7 +402,7 @@ async fn propose(
                 },
             )
         }
-        Some((id, _)) if id == me => write_as_leader(raft, batch, pending_since).await,
+        Some((id, _)) if id == me => write_as_leader(raft, batch, learnt).await,
         Some((id, Some(node))) => forward_batch(channel_id, clients, id, &node.addr, batch).await,
         _ => answer_all(
             batch.into_iter().map(|s| s.done),
@@ -392,7 +424,7 @@ fn answer_all(done: impl IntoIterator<Item = Done>, err: &ProposeError) {
 async fn write_as_leader(
     raft: &impl Consensus,
     batch: Vec<Submission>,
-    pending_since: &PendingSince,
+    (pending_since, round): &(Arc<PendingSince>, Arc<RoundTime>),
 ) {
     // The first envelope is the one that waited longest.
     let received = batch.first().map(|s| s.received);
@@ -409,8 +441,11 @@ async fn write_as_leader(
         Ok(Err(e)) => return answer_all(done, &ProposeError::Raft(e.to_string())),
         Err(err) => return answer_all(done, &err),
     };
-    if let (Some(block), Some(received)) = (response.data.pending_in, received) {
-        note_pending(pending_since, block, received);
+    if let Some(received) = received {
+        round.observe(received.elapsed());
+        if let Some(block) = response.data.pending_in {
+            note_pending(pending_since, block, received);
+        }
     }
     let refused = &response.data.refused_at;
     let config_refused = &response.data.config_refused;

@@ -7,11 +7,13 @@
 //! and restart resumes from the savepoint with no replay.
 
 mod store;
+mod tx_waits;
 
 pub use store::Ledger;
 pub use store::CACHE_BYTES;
 pub use store::JOURNAL_BYTES;
 pub use store::MEMTABLE_BYTES;
+pub use tx_waits::TxWait;
 
 /// A committed key's version: the block and position of the transaction that last wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

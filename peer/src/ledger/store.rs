@@ -13,10 +13,12 @@ use shared_proto::hash::Hash;
 use shared_proto::pb::common::Block;
 use tokio::sync::watch;
 
+use super::tx_waits::TxWaiters;
 use super::LedgerError;
 use super::StateReader;
 use super::StateWrite;
 use super::TxRecord;
+use super::TxWait;
 use super::Version;
 use super::VersionedValue;
 use crate::failpoints::failpoint;
@@ -37,6 +39,7 @@ struct Inner {
     txids: Keyspace,
     meta: Keyspace,
     height: watch::Sender<u64>,
+    tx_waiters: Arc<TxWaiters>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -146,6 +149,7 @@ impl Ledger {
                 txids: ks("txids")?,
                 meta,
                 height: watch::Sender::new(height),
+                tx_waiters: Arc::default(),
             }),
         })
     }
@@ -184,6 +188,12 @@ impl Ledger {
         block::header_hash(&block)
             .map(Some)
             .map_err(|e| corrupt(format!("block {last}"), e))
+    }
+
+    /// A wait for `tx_id`'s commit, registered now: take it before looking the tx id up with
+    /// [`Ledger::tx`], so a commit in between is not missed.
+    pub fn wait_tx(&self, tx_id: &str) -> TxWait {
+        self.inner.tx_waiters.register(tx_id)
     }
 
     /// Where the transaction `tx_id` was committed and its validation code.
@@ -243,6 +253,9 @@ impl Ledger {
         batch.commit()?;
         failpoint!("peer::commit_batch::after", fjall::Error::from);
         inner.height.send_replace(number + 1);
+        inner
+            .tx_waiters
+            .committed(tx_ids.iter().filter_map(|id| id.as_deref()));
         Ok(())
     }
 
@@ -384,6 +397,28 @@ mod tests {
         assert!(l.has_tx("t0").unwrap());
         assert!(!l.has_tx("t9").unwrap());
         assert_eq!(l.block(1).unwrap().unwrap(), b1);
+    }
+
+    /// A block's commit wakes the waits of its own tx ids and no other; a wait dropped before
+    /// its commit (timed out, caller gone) leaves nothing registered.
+    #[tokio::test]
+    async fn commit_wakes_only_the_waits_of_its_own_transactions() {
+        use futures::FutureExt as _;
+        let (_d, l) = ledger();
+        let mut a = l.wait_tx("ta");
+        let mut a_again = l.wait_tx("ta");
+        let mut b = l.wait_tx("tb");
+        let dropped = l.wait_tx("tc");
+        drop(dropped);
+        assert_eq!(l.inner.tx_waiters.registered(), 3);
+        l.commit(&block(0, vec![]), &[Some("ta".into()), None], &[0, 0], &[])
+            .unwrap();
+        assert_eq!(a.committed().now_or_never(), Some(true));
+        assert_eq!(a_again.committed().now_or_never(), Some(true));
+        assert_eq!(b.committed().now_or_never(), None, "tb is not committed");
+        assert_eq!(l.inner.tx_waiters.registered(), 1);
+        drop(b);
+        assert_eq!(l.inner.tx_waiters.registered(), 0);
     }
 
     #[test]
