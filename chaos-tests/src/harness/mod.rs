@@ -274,7 +274,12 @@ impl Cluster {
             let mut waiting = Vec::new();
             for n in &mut self.nodes {
                 if let Some(status) = n.exited() {
-                    anyhow::bail!("{} exited ({status}); see {}", n.name(), n.log.display());
+                    anyhow::bail!(
+                        "{} exited ({status}); see {}{}",
+                        n.name(),
+                        n.log.display(),
+                        n.port_conflicts()
+                    );
                 }
                 if n.state() == State::Running && !n.ready().await {
                     waiting.push(n.name().to_owned());

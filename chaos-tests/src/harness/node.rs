@@ -37,8 +37,8 @@ pub struct Node {
     /// The node's data dir (its config's `data_dir`).
     pub data_dir: PathBuf,
     pub log: PathBuf,
-    /// Its ports, held until the node first binds them.
-    reserved: Option<Reservation>,
+    /// Its ports: bound until the node first starts, claimed as long as the node exists.
+    reserved: Reservation,
     process: Option<NodeProcess>,
     /// The docker backend's container (then `process` stays `None`).
     container: Option<Container>,
@@ -61,7 +61,7 @@ impl Node {
             view,
             data_dir,
             log,
-            reserved: Some(reserved),
+            reserved,
             process: None,
             container: None,
             container_started: false,
@@ -154,14 +154,35 @@ impl Node {
         self.process.as_mut().and_then(NodeProcess::exited)
     }
 
-    /// Starts the process (its ports' reservation is released just before).
+    /// When the node's log says a bind failed ("Address already in use"), who holds each of its
+    /// ports now, for the report (empty otherwise).
+    pub fn port_conflicts(&self) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let tail = &text[text.len().saturating_sub(16 * 1024)..];
+        if !String::from_utf8_lossy(tail).contains("Address already in use") {
+            return String::new();
+        }
+        let mut out = String::from("; its ports now:");
+        for port in self.reserved.ports() {
+            let found = super::ports::holders(port);
+            if found.is_empty() {
+                out.push_str(&format!(" {port}: free;"));
+            }
+            for h in found {
+                out.push_str(&format!(" {port}: {h};"));
+            }
+        }
+        out
+    }
+
+    /// Starts the process (its ports' listeners are closed just before; their claims stay).
     pub fn start(&mut self, exe: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.state() == State::Stopped,
             "{} is already running",
             self.name()
         );
-        drop(self.reserved.take());
+        self.reserved.open_for_node();
         self.exe = Some(exe.to_path_buf());
         if let Some(c) = &self.container {
             anyhow::ensure!(

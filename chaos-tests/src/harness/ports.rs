@@ -1,5 +1,15 @@
-//! Ports held for the nodes: each is bound and held (the listener stays open) until the node
-//! configured with it starts, so no other process takes it in between.
+//! Ports held for the nodes, so that no other process takes one while a node does not listen
+//! on it. Each port is held two ways:
+//!
+//! - bound: a listener stays open until the node configured with the port first starts;
+//! - claimed: an exclusive `flock` on `$TMPDIR/weft-harness-ports/<port>.lock`, held for the
+//!   node's whole life in the harness. Every harness process (tests run as parallel processes)
+//!   skips claimed ports, so a port stays the node's while it starts, while it is killed or
+//!   stopped, and when it restarts. Before the claims, a killed node's free port could be
+//!   reserved by another test's cluster, and the node's restart (or its first start, in the
+//!   time between exec and bind) failed with "Address already in use" (seen once in each of
+//!   three CI runs: consenter_churn peer1, mutants forged_gossip_blocks orderer3, mutants
+//!   leader_isolate peer1). The kernel drops a claim when its process dies, however it dies.
 //!
 //! The ports come from below the kernel's ephemeral range (`ip_local_port_range`): a port
 //! bound on port 0 comes from that range, and between the harness releasing it and the node
@@ -8,7 +18,9 @@
 //! one_way_loss, seed 1: a peer's listen port taken by a proxy's connection). Below the range
 //! only an explicit bind can take a port. Where the range leaves no room, port 0 is used.
 
+use std::fs::File;
 use std::net::TcpListener;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
@@ -26,26 +38,66 @@ fn ephemeral_range() -> (u16, u16) {
         .unwrap_or((32_768, 60_999))
 }
 
-/// Ports bound and held; released when dropped.
+/// Where the claims' lock files live, shared by every harness process of this machine.
+fn claims_dir() -> PathBuf {
+    std::env::temp_dir().join("weft-harness-ports")
+}
+
+/// One port: its listener (until the node starts) and its claim (until the node is dropped).
+#[derive(Debug)]
+struct Held {
+    port: u16,
+    listener: Option<TcpListener>,
+    _claim: Option<File>,
+}
+
+/// Claims `port` (skipped when another holder has it), then binds it.
+fn try_hold(port: u16) -> Option<Held> {
+    let path = claims_dir().join(format!("{port}.lock"));
+    let claim = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()?;
+    claim.try_lock().ok()?;
+    let listener = TcpListener::bind(("127.0.0.1", port)).ok()?;
+    Some(Held {
+        port,
+        listener: Some(listener),
+        _claim: Some(claim),
+    })
+}
+
+/// Ports bound, claimed and held; released when dropped.
 #[derive(Debug, Default)]
 pub struct Reservation {
-    held: Vec<TcpListener>,
+    held: Vec<Held>,
 }
 
 impl Reservation {
-    /// Binds `count` ports on 127.0.0.1 and holds them.
+    /// Claims and binds `count` ports on 127.0.0.1 and holds them.
     pub fn take(count: usize) -> anyhow::Result<Self> {
         let (low, _) = ephemeral_range();
         let below = low.saturating_sub(FIRST_PORT);
         if usize::from(below) < count * 4 {
             let held = (0..count)
-                .map(|_| TcpListener::bind(("127.0.0.1", 0)))
-                .collect::<Result<Vec<_>, _>>()
+                .map(|_| {
+                    let l = TcpListener::bind(("127.0.0.1", 0))?;
+                    Ok(Held {
+                        port: l.local_addr()?.port(),
+                        listener: Some(l),
+                        _claim: None,
+                    })
+                })
+                .collect::<std::io::Result<Vec<_>>>()
                 .context("binding port 0")?;
             return Ok(Reservation { held });
         }
+        std::fs::create_dir_all(claims_dir())
+            .with_context(|| format!("creating {}", claims_dir().display()))?;
         // Candidates in an order of their own per process and call, so concurrent harnesses
-        // rarely try the same ones; a port someone holds is skipped.
+        // rarely try the same ones; a port someone claims or holds is skipped.
         let mut state = u64::from(std::process::id())
             ^ std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -59,8 +111,8 @@ impl Reservation {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             let port = FIRST_PORT + u16::try_from((state >> 33) % u64::from(below)).unwrap_or(0);
-            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-                held.push(l);
+            if let Some(h) = try_hold(port) {
+                held.push(h);
             }
         }
         anyhow::ensure!(
@@ -73,10 +125,14 @@ impl Reservation {
 
     /// The ports held, in the order they were bound.
     pub fn ports(&self) -> Vec<u16> {
-        self.held
-            .iter()
-            .filter_map(|l| l.local_addr().ok().map(|a| a.port()))
-            .collect()
+        self.held.iter().map(|h| h.port).collect()
+    }
+
+    /// Closes the listeners, so the node can bind its ports; the claims stay.
+    pub fn open_for_node(&mut self) {
+        for h in &mut self.held {
+            h.listener = None;
+        }
     }
 
     /// Splits off the first `count` ports into a reservation of their own.
@@ -86,6 +142,96 @@ impl Reservation {
             held: std::mem::replace(&mut self.held, rest),
         }
     }
+}
+
+/// Who has a socket on `port` (from `/proc/net/tcp` and `tcp6`, owners found by socket inode),
+/// one line each, for the report of a node that could not bind it.
+pub fn holders(port: u16) -> Vec<String> {
+    const STATES: [&str; 12] = [
+        "?",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+    ];
+    let mut sockets = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(state), Some(inode)) =
+                (f.get(1), f.get(2), f.get(3), f.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            let remote_port = remote
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                let state = usize::from_str_radix(state, 16)
+                    .ok()
+                    .and_then(|i| STATES.get(i))
+                    .unwrap_or(&"?");
+                sockets.push((
+                    (*inode).to_owned(),
+                    format!("{state} local :{port} remote :{}", remote_port.unwrap_or(0)),
+                ));
+            }
+        }
+    }
+    sockets
+        .into_iter()
+        .map(|(inode, what)| format!("{what}, held by {}", socket_owner(&inode)))
+        .collect()
+}
+
+/// The process holding socket `inode` ("no process" for a socket only the kernel holds, such as
+/// one in TIME_WAIT).
+fn socket_owner(inode: &str) -> String {
+    if inode == "0" {
+        return "no process".into();
+    }
+    let target = format!("socket:[{inode}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return "?".into();
+    };
+    for p in procs.flatten() {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue; // `self`, `thread-self` and the rest
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
+        });
+        if holds {
+            let cmd = std::fs::read(p.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .unwrap_or_default();
+            return format!("pid {} ({})", p.file_name().to_string_lossy(), cmd.trim());
+        }
+    }
+    "no process found".into()
 }
 
 #[cfg(test)]
@@ -121,5 +267,43 @@ mod tests {
         drop(front);
         assert!(TcpListener::bind(("127.0.0.1", ports[0])).is_ok());
         assert!(TcpListener::bind(("127.0.0.1", ports[1])).is_err());
+    }
+
+    #[test]
+    fn a_port_open_for_its_node_stays_claimed_until_the_reservation_is_dropped() {
+        let (low, _) = ephemeral_range();
+        if low < FIRST_PORT + 64 {
+            return; // port 0 is used: there is nothing to claim
+        }
+        let mut r = Reservation::take(1).unwrap();
+        let port = r.ports()[0];
+        assert!(try_hold(port).is_none(), "a held port was handed out again");
+        r.open_for_node();
+        // The node binds it (as a killed node's restart will) …
+        let node = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        drop(node);
+        // … and while it does not listen, no other reservation takes it.
+        assert!(
+            try_hold(port).is_none(),
+            "a claimed port was handed out again"
+        );
+        drop(r);
+        assert!(try_hold(port).is_some());
+    }
+
+    #[test]
+    fn the_holder_of_a_port_is_named_by_its_process() {
+        let r = Reservation::take(1).unwrap();
+        let port = r.ports()[0];
+        let found = holders(port);
+        let me = format!("pid {} (", std::process::id());
+        assert!(
+            found
+                .iter()
+                .any(|h| h.starts_with("LISTEN") && h.contains(&me)),
+            "{found:?}"
+        );
+        drop(r);
+        assert!(holders(port).iter().all(|h| !h.starts_with("LISTEN")));
     }
 }
