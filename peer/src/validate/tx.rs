@@ -38,6 +38,7 @@ use shared_proto::pb::tx::Transaction;
 use shared_proto::pb::tx::TxReadWriteSet;
 use shared_proto::pb::tx::TxValidationCode as Code;
 use shared_proto::policy::Signer;
+use shared_proto::signature_batch;
 use shared_proto::signing;
 use shared_proto::signing::Domain;
 
@@ -374,14 +375,14 @@ struct Candidate {
 /// signature over `payload ‖ endorser` verifies. Invalid endorsements are dropped, as Fabric.
 ///
 /// **Batched:** all endorsement signatures of one transaction that survive the identity and
-/// signature-length checks are verified together with `ed25519_dalek::verify_batch` (one
-/// multi-scalar multiplication instead of one per signature). If the batch fails, each is
+/// signature-length checks are verified together with
+/// `shared_proto::signature_batch::verify_batch` (one multi-scalar multiplication, one point
+/// per distinct key, cofactored: the same verdict at every peer). If the batch fails, each is
 /// verified on its own with `verify_strict` to find the bad ones; a lone signature is verified
 /// on its own. Keys of small order (`is_weak`, which `verify_strict` refuses) are dropped
-/// before batching. The batch's random coefficients come from a transcript of its inputs
-/// (ed25519-dalek 2.x), so every peer reaches the same answer for the same transaction.
-/// Residual difference from `verify_strict`: a signature built by the key holder with a
-/// torsion component in R or in the key may pass the (cofactorless) batch equation while
+/// before batching, and a signature with a small-order `R` sends the transaction to the
+/// checks one by one. Residual difference from `verify_strict`: a signature built by the key
+/// holder with a torsion component in R passes the cofactored batch equation while
 /// `verify_strict` refuses it; it cannot be produced without the private key.
 ///
 /// **The creator's envelope signature joins the batch** (`creator`, from
@@ -472,5 +473,9 @@ fn batch_verifies(candidates: &[Candidate], creator: Option<&PendingSignature>) 
         signatures.push(c.signature);
         keys.push(c.key);
     }
-    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+    signatures
+        .iter()
+        .zip(&keys)
+        .all(|(s, k)| signature_batch::batchable_signature(k, s))
+        && signature_batch::verify_batch(&messages, &signatures, &keys)
 }
