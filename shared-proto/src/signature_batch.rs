@@ -11,8 +11,8 @@
 //!   are never put in a batch;
 //! - one signature is simply verified alone.
 //!
-//! What remains different from verifying each alone: a signature whose `R` carries a
-//! torsion component passes a batch (whose equation is cofactored) and never passes alone.
+//! What remains different from verifying each alone: a signature whose `R` (or key) carries
+//! a torsion component passes a batch (whose equation is cofactored) and never passes alone.
 //! Making one needs the signer's private key, so it cannot speak for anyone else; it is the
 //! signer's own envelope in a malleable form.
 
@@ -66,7 +66,7 @@ pub fn verify_each(signatures: &[&PendingSignature]) -> Vec<Result<(), EnvelopeE
 /// same verdict for the same batch whatever its coefficients. Callers keep out what a strict
 /// check alone refuses and a cofactored equation may not: small-order keys and `R`
 /// ([`batchable_signature`]); the one form left that passes here and not alone is a signature
-/// whose `R` carries a torsion component, which only its signer can make (module doc).
+/// whose `R` or key carries a torsion component, which only its signer can make (module doc).
 #[allow(non_snake_case)]
 pub fn verify_batch(
     messages: &[&[u8]],

@@ -40,8 +40,10 @@ use super::Request;
 struct Track {
     block: u64,
     deadline: Instant,
-    /// A cut was proposed; the deadline is now the retry's, no longer the receipt's.
+    /// The deadline passed once; it is now the retry's, no longer the receipt's.
     fired: bool,
+    /// This node proposed a cut of the block (no quiet cut of it again: the timeout retries).
+    proposed: bool,
 }
 
 /// Proposes `QuietCut{b}` or `TimeToCut{b}` when this node leads (see the module doc). A
@@ -89,6 +91,7 @@ pub async fn run(
                 block: st.next_block,
                 deadline: Instant::now() + timeout,
                 fired: false,
+                proposed: false,
             },
         };
         if let (false, Some((block, received))) = (track.fired, noted) {
@@ -96,9 +99,12 @@ pub async fn run(
                 track.deadline = track.deadline.min(received + timeout);
             }
         }
-        // Quiet for as long as an entry takes now: nothing more is expected soon.
+        // Quiet for as long as an entry takes now: nothing more is expected soon. Only a leader
+        // cuts quietly (a follower's proposer is always quiet); a follower that becomes leader
+        // may cut quietly at its next wake-up, not only a timeout after its last one.
+        let leads = leading(&raft);
         let quiet_at = quiet_from
-            .filter(|_| !track.fired)
+            .filter(|_| leads && !track.proposed)
             .map(|from| from + activity.round.get().min(timeout / 2));
         tracking = Some(track);
         let wake = quiet_at.map_or(track.deadline, |q| q.min(track.deadline));
@@ -122,7 +128,8 @@ pub async fn run(
                 quiet_from = None;
             }
             () = tokio::time::sleep_until(wake) => {
-                if leading(&raft) {
+                let proposing = leading(&raft);
+                if proposing {
                     let block_number = track.block;
                     propose(&raft, if quiet_at.is_some_and(|q| q <= Instant::now()) {
                         Request::QuietCut { block_number }
@@ -135,6 +142,7 @@ pub async fn run(
                 tracking = Some(Track {
                     deadline: Instant::now() + timeout,
                     fired: true,
+                    proposed: track.proposed || proposing,
                     ..track
                 });
             }

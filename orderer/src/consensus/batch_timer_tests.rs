@@ -175,6 +175,35 @@ fn follower_never_proposes_a_cut() {
     });
 }
 
+/// A follower's timer fires at its deadline without proposing; when the node is then elected,
+/// its first quiet moment cuts the pending block, not a timeout after the follower's last
+/// wake-up (before, the follower's wake-up counted as a proposed cut and disabled the quiet cut
+/// of that block).
+#[test]
+fn follower_elected_leader_cuts_quietly_without_waiting_out_a_timeout() {
+    on_paused_clock(|| async {
+        let raft = ScriptedRaft::leader(Script::Commit(Default::default()));
+        raft.lose_leadership();
+        let t = start(raft);
+        let seen = Instant::now();
+        t.status.send_replace(pending(2));
+        t.outstanding.send_replace(0);
+        // The follower's deadline passes (more than once) with nothing proposed.
+        until(seen + TIMEOUT * 5 / 2).await;
+        assert!(t.raft.cuts.lock().unwrap().is_empty());
+        assert!(t.raft.quiet_cuts.lock().unwrap().is_empty());
+        t.raft.win_leadership();
+        // A client's envelope reaches the new leader and is answered: the leader is quiet.
+        t.outstanding.send_replace(1);
+        tokio::task::yield_now().await;
+        let answered = Instant::now();
+        t.outstanding.send_replace(0);
+        until(answered + TIMEOUT / 4).await;
+        assert_eq!(t.raft.quiet_cuts.lock().unwrap().len(), 1);
+        assert!(t.raft.cuts.lock().unwrap().is_empty());
+    });
+}
+
 /// A leader with nothing more on its way to the log cuts what is pending at once instead of
 /// letting it wait out the timeout.
 #[test]

@@ -62,6 +62,14 @@ impl ScriptedRaft {
             m.current_leader = Some(2);
         });
     }
+
+    /// Elected (again): this node leads from a later term.
+    pub fn win_leadership(&self) {
+        self.metrics.send_modify(|m| {
+            m.current_term += 1;
+            m.current_leader = Some(m.id);
+        });
+    }
 }
 
 impl Consensus for ScriptedRaft {

@@ -382,7 +382,7 @@ struct Candidate {
 /// on its own. Keys of small order (`is_weak`, which `verify_strict` refuses) are dropped
 /// before batching, and a signature with a small-order `R` sends the transaction to the
 /// checks one by one. Residual difference from `verify_strict`: a signature built by the key
-/// holder with a torsion component in R passes the cofactored batch equation while
+/// holder with a torsion component in R or in the key passes the cofactored batch equation while
 /// `verify_strict` refuses it; it cannot be produced without the private key.
 ///
 /// **The creator's envelope signature joins the batch** (`creator`, from
