@@ -35,7 +35,7 @@ pub fn verify_each(signatures: &[&PendingSignature]) -> Vec<Result<(), EnvelopeE
             .collect();
         let sigs: Vec<_> = batchable.iter().map(|&i| signatures[i].signature).collect();
         let keys: Vec<_> = batchable.iter().map(|&i| signatures[i].key).collect();
-        if verify_batch(&messages, &sigs, &keys) {
+        if batch_equation_holds(&messages, &sigs, &keys) {
             for &i in &batchable {
                 verdicts[i] = Some(Ok(()));
             }
@@ -63,12 +63,26 @@ pub fn verify_each(signatures: &[&PendingSignature]) -> Vec<Result<(), EnvelopeE
 ///
 /// The equation is cofactored (as ed25519-zebra's, ZIP 215): a signature passes exactly when
 /// it would pass a cofactored check alone, but for a 2^-128 chance, so every node reaches the
-/// same verdict for the same batch whatever its coefficients. Callers keep out what a strict
-/// check alone refuses and a cofactored equation may not: small-order keys and `R`
-/// ([`batchable_signature`]); the one form left that passes here and not alone is a signature
-/// whose `R` or key carries a torsion component, which only its signer can make (module doc).
-#[allow(non_snake_case)]
+/// same verdict for the same batch whatever its coefficients. A batch holding what a strict
+/// check alone refuses and a cofactored equation may not (a small-order key or `R`) is refused
+/// whole, so its caller checks each signature alone; the one form left that passes here and
+/// not alone is a signature whose `R` or key carries a torsion component, which only its
+/// signer can make (module doc).
 pub fn verify_batch(
+    messages: &[&[u8]],
+    signatures: &[ed25519_dalek::Signature],
+    keys: &[ed25519_dalek::VerifyingKey],
+) -> bool {
+    signatures
+        .iter()
+        .zip(keys)
+        .all(|(s, k)| batchable_signature(k, s))
+        && batch_equation_holds(messages, signatures, keys)
+}
+
+/// The batch equation of [`verify_batch`], for signatures already known to be batchable.
+#[allow(non_snake_case)]
+fn batch_equation_holds(
     messages: &[&[u8]],
     signatures: &[ed25519_dalek::Signature],
     keys: &[ed25519_dalek::VerifyingKey],
@@ -135,7 +149,7 @@ pub fn verify_batch(
 
 /// Whether a signature by `key` may join a batch: neither the key nor its `R` is of small
 /// order (a strict check alone refuses those; see [`verify_batch`]).
-pub fn batchable_signature(
+fn batchable_signature(
     key: &ed25519_dalek::VerifyingKey,
     signature: &ed25519_dalek::Signature,
 ) -> bool {

@@ -173,22 +173,23 @@ pub fn holders(port: u16) -> Vec<String> {
             else {
                 continue;
             };
-            let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            let remote_port = remote
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) {
+            let port_of = |address: &str| {
+                address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if port_of(local) == Some(port) {
                 let state = usize::from_str_radix(state, 16)
                     .ok()
                     .and_then(|i| STATES.get(i))
                     .unwrap_or(&"?");
                 sockets.push((
                     (*inode).to_owned(),
-                    format!("{state} local :{port} remote :{}", remote_port.unwrap_or(0)),
+                    format!(
+                        "{state} local :{port} remote :{}",
+                        port_of(remote).unwrap_or(0)
+                    ),
                 ));
             }
         }

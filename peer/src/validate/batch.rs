@@ -7,10 +7,10 @@
 //! batches for the same block. A batch is `shared_proto::signature_batch::verify_batch`: its
 //! equation is cofactored, so its verdict does not depend on its random coefficients (but for
 //! a 2^-128 chance) and every peer reaches the same one; it sums the terms of each endorser's
-//! key first, and a block's endorsers are few. A chunk holding a signature a strict check
-//! alone refuses and a batch may not (a small-order key or `R`) is not batched. A failed or
-//! unbatched chunk only says "some signature in here may be bad": each of its transactions is
-//! then checked on its own (`tx::finish_tx`).
+//! key first, and a block's endorsers are few; it refuses a chunk holding a signature a strict
+//! check alone refuses and a batch may not (a small-order key or `R`). A refused chunk only
+//! says "some signature in here may be bad": each of its transactions is then checked on its
+//! own (`tx::finish_tx`).
 
 use ed25519_dalek::Signature;
 use ed25519_dalek::VerifyingKey;
@@ -46,14 +46,10 @@ pub(super) fn verify_block_signatures(prepared: &[Prepared]) -> Vec<bool> {
             let messages: Vec<&[u8]> = all.clone().map(|(m, _, _)| *m).collect();
             let signatures: Vec<Signature> = all.clone().map(|(_, s, _)| *s).collect();
             let keys: Vec<VerifyingKey> = all.map(|(_, _, k)| *k).collect();
-            let batchable = signatures
-                .iter()
-                .zip(&keys)
-                .all(|(s, k)| signature_batch::batchable_signature(k, s));
             match messages.len() {
                 0 => true,
                 1 => keys[0].verify_strict(messages[0], &signatures[0]).is_ok(),
-                _ => batchable && signature_batch::verify_batch(&messages, &signatures, &keys),
+                _ => signature_batch::verify_batch(&messages, &signatures, &keys),
             }
         })
         .collect();

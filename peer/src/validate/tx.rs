@@ -473,9 +473,5 @@ fn batch_verifies(candidates: &[Candidate], creator: Option<&PendingSignature>) 
         signatures.push(c.signature);
         keys.push(c.key);
     }
-    signatures
-        .iter()
-        .zip(&keys)
-        .all(|(s, k)| signature_batch::batchable_signature(k, s))
-        && signature_batch::verify_batch(&messages, &signatures, &keys)
+    signature_batch::verify_batch(&messages, &signatures, &keys)
 }
